@@ -1,0 +1,85 @@
+"""When the loop acts by itself: cutting a version and training after enough new labels.
+
+The check is level-triggered (enough labels since the last version's watermark?) and claimed with
+a conditional UPDATE, so a burst of labels enqueues one cut and a lost message is renewed after
+PATIENCE rather than forgotten.
+"""
+
+import logging
+from datetime import timedelta
+from functools import partial
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from feedback.models import DatasetVersion, RetrainState
+from labeling.models import LabelChange, Project
+from labeling.project_settings import ProjectSettings
+
+logger = logging.getLogger(__name__)
+PATIENCE = timedelta(minutes=10)
+
+
+def new_labels_since_last_version(*, project_id: int, at_most: int) -> int:
+    """Label changes after the latest version's watermark (or the last cut's, when that cut found
+    nothing to change), counted up to ``at_most``: a bounded, indexed count."""
+    version_mark = (
+        DatasetVersion.objects.filter(project_id=project_id)
+        .order_by("-version")
+        .values_list("last_change_id", flat=True)
+        .first()
+    )
+    seen = RetrainState.objects.filter(project_id=project_id).values_list("seen_change_id", flat=True).first()
+    watermark = max(version_mark or 0, seen or 0)
+    return LabelChange.objects.filter(project_id=project_id, id__gt=watermark).values("id")[:at_most].count()
+
+
+def _claim(project_id: int) -> bool:
+    now = timezone.now()
+    RetrainState.objects.get_or_create(project_id=project_id)
+    return bool(
+        RetrainState.objects.filter(project_id=project_id)
+        .filter(Q(cut_requested_at__isnull=True) | Q(cut_requested_at__lt=now - PATIENCE))
+        .update(cut_requested_at=now)
+    )
+
+
+def cut_done(*, project_id: int, seen_change_id: int | None = None) -> None:
+    """Release the claim; remember how far the cut looked so its no-op changes are not recounted."""
+    changes: dict[str, object] = {"cut_requested_at": None}
+    if seen_change_id is not None:
+        changes["seen_change_id"] = seen_change_id
+    RetrainState.objects.filter(project_id=project_id).update(**changes)
+
+
+def on_labels_finalized(project_id: int) -> None:
+    """After a commit that changed final labels: enqueue a cut-and-train when enough are new.
+
+    Runs in the web process after commit; a broker failure is logged, not raised, because the
+    labels are already safe and the next label re-checks (level-triggered).
+    """
+    from feedback import tasks
+
+    try:
+        project = Project.objects.filter(pk=project_id).first()
+        if project is None:
+            return
+        threshold = ProjectSettings.of(project.settings).retrain["min_new_labels"]
+        if new_labels_since_last_version(project_id=project_id, at_most=threshold) < threshold:
+            return
+        if _claim(project_id):
+            try:
+                tasks.dataset_cut_and_train.delay(project_id, "labels")
+            except Exception:
+                cut_done(project_id=project_id)
+                raise
+    except Exception:
+        logger.exception("could not enqueue the retrain check of project %s", project_id)
+
+
+def score_later(*, project_id: int, first_id: int, last_id: int) -> None:
+    """Score samples sent without probabilities, after commit (ingest calls this in its transaction)."""
+    from feedback import tasks
+
+    transaction.on_commit(partial(tasks.score_samples.delay, project_id, first_id, last_id))

@@ -1,0 +1,97 @@
+"""The model registry: aliases (champion, challenger), promotion and rollback, loading artifacts."""
+
+import threading
+from collections import OrderedDict
+from functools import partial
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+from sklearn.pipeline import Pipeline
+
+from feedback import pipelines
+from feedback.models import AliasEvent, ModelAlias, ModelArtifact, ModelVersion
+
+CHAMPION = "champion"
+CACHE_SIZE = 16
+
+_cache: "OrderedDict[tuple[int, str], Pipeline]" = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def champion(*, project_id: int) -> ModelVersion | None:
+    alias = ModelAlias.objects.filter(project_id=project_id, alias=CHAMPION).select_related("model_version").first()
+    return alias.model_version if alias else None
+
+
+def newest(*, project_id: int) -> ModelVersion | None:
+    return ModelVersion.objects.filter(project_id=project_id).order_by("-version").first()
+
+
+def load_model(*, model_version: ModelVersion) -> Pipeline:
+    """The fitted pipeline of a model version, loaded with skops after its digest check; kept in a
+    small in-process cache keyed by (id, digest), so a promotion is served at once."""
+    key = (model_version.pk, model_version.digest)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    data = ModelArtifact.objects.values_list("data", flat=True).get(model_version=model_version)
+    model = pipelines.load(bytes(data), model_version.digest)
+    with _cache_lock:
+        _cache[key] = model
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return model
+
+
+def alias_set(
+    *, project_id: int, alias: str, model_version: ModelVersion, actor: User | None = None, reason: str = ""
+) -> None:
+    """Point ``alias`` at ``model_version`` and record the move. Lock: the alias row."""
+    with transaction.atomic():
+        current = ModelAlias.objects.select_for_update().filter(project_id=project_id, alias=alias).first()
+        previous = current.model_version if current else None
+        if current is None:
+            ModelAlias.objects.create(project_id=project_id, alias=alias, model_version=model_version)
+        else:
+            current.model_version = model_version
+            current.updated_at = timezone.now()
+            current.save(update_fields=["model_version", "updated_at"])
+        if alias == CHAMPION:
+            ModelAlias.objects.filter(project_id=project_id, alias="challenger", model_version=model_version).delete()
+        AliasEvent.objects.create(
+            project_id=project_id,
+            alias=alias,
+            model_version=model_version,
+            previous=previous,
+            actor=actor,
+            reason=reason,
+        )
+
+
+def model_promote(*, project_id: int, version: int, actor: User | None, reason: str = "") -> ModelVersion:
+    """Make model ``version`` the champion (promoting an older one is a rollback) and re-score
+    the queue with it after commit. Raises ModelVersion.DoesNotExist."""
+    from feedback import tasks
+
+    with transaction.atomic():
+        model_version = ModelVersion.objects.get(project_id=project_id, version=version)
+        alias_set(
+            project_id=project_id,
+            alias=CHAMPION,
+            model_version=model_version,
+            actor=actor,
+            reason=reason or "promoted by hand",
+        )
+        transaction.on_commit(partial(tasks.rescore_project.delay, project_id, model_version.pk))
+    return model_version
+
+
+def aliases_of(*, project_id: int) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for model_version_id, alias in ModelAlias.objects.filter(project_id=project_id).values_list(
+        "model_version_id", "alias"
+    ):
+        out.setdefault(model_version_id, []).append(alias)
+    return out

@@ -1,0 +1,1 @@
+"""People labeling data: projects, members, the task queue, annotations, consensus, audits."""
