@@ -1,0 +1,141 @@
+"""Training runs, the gate, the registry and re-scoring, with scikit-learn fitted on tiny real data."""
+
+from typing import Any
+
+from django.contrib.auth.models import User
+
+from feedback import datasets, registry, training
+from feedback.ingest import samples_ingest
+from feedback.models import AliasEvent, ModelAlias, ModelVersion, RunStatus, SampleScore, TrainingRun
+from feedback.split import is_holdout
+from labeling.models import LabelMethod, Project, Sample, Task
+from labeling.services.labels import LabelDecision, labels_set
+from labeling.services.projects import project_create
+
+
+def _train(project: Project, run_on_commit: Any) -> TrainingRun:
+    with run_on_commit():
+        version = datasets.dataset_version_cut(project_id=project.pk, trigger="manual").version
+        run, _ = training.training_run_request(project=project, dataset_version=version, trigger="manual")
+    run.refresh_from_db()
+    return run
+
+
+def _quiet(project: Project) -> None:
+    """No automatic cut-and-train in these tests: they drive training by hand."""
+    project.settings["retrain"]["min_new_labels"] = 10**6
+    project.save()
+
+
+def test_run_registers_a_model_with_lineage(project: Project, rows: Any, run_on_commit: Any) -> None:
+    _quiet(project)
+    samples_ingest(project=project, items=rows(60, labeled=True), actor=None)
+    run = _train(project, run_on_commit)
+    assert run.status == RunStatus.SUCCEEDED and run.progress == 1.0
+    model = ModelVersion.objects.get(run=run)
+    assert model.version == 1 and model.metrics["accuracy"] >= 0.9 and model.metrics["evaluated_on"] == "holdout"
+    assert model.metrics["n"] + model.metrics["n_train"] == 60
+    assert model.lineage["dataset_version"] == 1 and model.lineage["dataset_hash"] == run.dataset_version.hash
+    assert set(model.lineage["libraries"]) >= {"scikit-learn", "numpy", "skops", "python"}
+    assert run.gate == {"passed": True, "reasons": ["first model of the project: becomes champion"]}
+    assert registry.champion(project_id=project.pk) == model
+
+
+def test_same_version_and_config_train_once(project: Project, rows: Any, run_on_commit: Any) -> None:
+    _quiet(project)
+    samples_ingest(project=project, items=rows(30, labeled=True), actor=None)
+    run = _train(project, run_on_commit)
+    with run_on_commit():
+        again, created = training.training_run_request(
+            project=project, dataset_version=run.dataset_version, trigger="manual"
+        )
+    assert not created and again.pk == run.pk
+    training.training_run_execute(run_id=run.pk)  # a redelivered message
+    assert ModelVersion.objects.filter(project=project).count() == 1
+
+
+def test_run_killed_after_claim_trains_once_on_redelivery(project: Project, rows: Any, run_on_commit: Any) -> None:
+    _quiet(project)
+    samples_ingest(project=project, items=rows(30, labeled=True), actor=None)
+    version = datasets.dataset_version_cut(project_id=project.pk, trigger="manual").version
+    run, _ = training.training_run_request(project=project, dataset_version=version, trigger="manual")
+    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, attempts=1)  # the worker died mid-run
+    with run_on_commit():
+        training.training_run_execute(run_id=run.pk)
+        training.training_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.attempts == 2
+    assert ModelVersion.objects.filter(run=run).count() == 1
+
+
+def test_worse_challenger_is_refused_with_its_reason(project: Project, rows: Any, run_on_commit: Any) -> None:
+    _quiet(project)
+    samples_ingest(project=project, items=rows(90, labeled=True), actor=None)
+    champion_run = _train(project, run_on_commit)
+    champion = ModelVersion.objects.get(run=champion_run)
+    # Corrupt the training rows only (the held-out rows keep their true labels).
+    shift = {"cat": "dog", "dog": "bird", "bird": "cat"}
+    decisions = [
+        LabelDecision(
+            sample_id=s.pk, label=shift[s.final_label.label], confidence=1.0, method=LabelMethod.REVIEW, n_annotations=1
+        )
+        for s in Sample.objects.filter(project=project).select_related("final_label")
+        if not is_holdout(s.external_id)
+    ]
+    labels_set(project_id=project.pk, decisions=decisions, actor=None)
+    run = _train(project, run_on_commit)
+    assert run.status == RunStatus.REJECTED
+    assert run.gate is not None and not run.gate["passed"] and "< champion v1" in run.gate["reasons"][0]
+    challenger = ModelVersion.objects.get(run=run)  # registered all the same
+    assert registry.champion(project_id=project.pk) == champion
+    assert ModelAlias.objects.get(project=project, alias="challenger").model_version == challenger
+
+
+def test_a_handful_of_labels_with_missing_classes(manager: User, run_on_commit: Any) -> None:
+    project = project_create(creator=manager, name="tiny", labels=["a", "b", "c"], schema={"t": "text"})
+    _quiet(project)
+    items = [{"external_id": f"t{i}", "data": {"t": "hello"}, "label": "a"} for i in range(2)]
+    samples_ingest(project=project, items=items, actor=None)
+    run = _train(project, run_on_commit)
+    assert run.status == RunStatus.SUCCEEDED
+    model = registry.load_model(model_version=registry.champion(project_id=project.pk))  # type: ignore[arg-type]
+    from feedback.selection import score_matrix
+
+    probabilities = score_matrix(project, model, [{"t": "anything"}])
+    assert probabilities.tolist() == [[1.0, 0.0, 0.0]]
+
+
+def test_queue_is_rescored_by_the_newest_model(project: Project, rows: Any, run_on_commit: Any) -> None:
+    _quiet(project)
+    samples_ingest(project=project, items=rows(60, labeled=True), actor=None)
+    samples_ingest(project=project, items=rows(20, start=500, probabilities=False), actor=None)
+    assert set(Task.objects.filter(project=project).values_list("reason", flat=True)) == {"random"}
+    run = _train(project, run_on_commit)
+    model = ModelVersion.objects.get(run=run)
+    scores = SampleScore.objects.filter(sample__status=1, project_id=project.pk)
+    assert scores.count() == 20 and all(s.scored_by_id == model.pk for s in scores)
+    assert set(Task.objects.filter(project=project).values_list("reason", flat=True)) == {"uncertainty"}
+    assert all(s.suggestion and s.suggestion["label"] in project.labels for s in Sample.objects.filter(status=1))
+    # Samples sent later without probabilities are scored by that model too.
+    with run_on_commit():
+        samples_ingest(project=project, items=rows(5, start=900, probabilities=False), actor=None)
+    late = SampleScore.objects.filter(sample__external_id__in=[f"s{i}" for i in range(900, 905)])
+    assert late.count() == 5 and all(s.scored_by_id == model.pk and s.uncertainty is not None for s in late)
+
+
+def test_promote_and_roll_back_keep_history(project: Project, rows: Any, run_on_commit: Any, manager: User) -> None:
+    _quiet(project)
+    samples_ingest(project=project, items=rows(40, labeled=True), actor=None)
+    first = ModelVersion.objects.get(run=_train(project, run_on_commit))
+    samples_ingest(project=project, items=rows(40, start=40, labeled=True), actor=None)
+    second = ModelVersion.objects.get(run=_train(project, run_on_commit))
+    assert registry.champion(project_id=project.pk) == second
+    with run_on_commit():
+        registry.model_promote(project_id=project.pk, version=first.version, actor=manager, reason="rollback")
+    assert registry.champion(project_id=project.pk) == first
+    moves = list(
+        AliasEvent.objects.filter(project=project, alias="champion")
+        .order_by("id")
+        .values_list("model_version__version", "previous__version")
+    )
+    assert moves == [(1, None), (2, 1), (1, 2)]
