@@ -1,6 +1,7 @@
 """Many annotators at once on PostgreSQL: every task answered exactly k times, no duplicate
 leases, no lost answers, abandoned (expired) leases handed out again."""
 
+import contextlib
 import random
 import threading
 from collections import Counter
@@ -46,10 +47,8 @@ def _annotate(project: Project, user: User, log: list[tuple[int, int]], abandone
                 abandoned.append(leased.task.pk)
                 _abandon(leased.task.pk, user)
                 continue
-            try:
+            with contextlib.suppress(Conflict):  # our lease was abandoned and already taken over
                 queue.annotation_submit(task_id=leased.task.pk, user=user, label=rng.choice(["a", "b"]))
-            except Conflict:
-                pass  # our lease was abandoned and already taken over
     finally:
         connections.close_all()
 
