@@ -120,8 +120,10 @@ def _lease(task: Task, user: User, now: datetime, expires_at: datetime) -> None:
 
 def _live_lease(task: Task, user: User, now: datetime) -> Lease:
     lease = Lease.objects.select_for_update().filter(task=task, user=user).first()
-    if lease is None or lease.status == LeaseStatus.EXPIRED:
+    if lease is None:
         raise Conflict("you hold no lease on this task")
+    if lease.status == LeaseStatus.EXPIRED:
+        raise Conflict("your lease on this task expired")
     if lease.status == LeaseStatus.ANSWERED:
         raise Conflict("you already answered this task")
     if lease.status == LeaseStatus.SKIPPED:

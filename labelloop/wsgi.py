@@ -7,3 +7,8 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labelloop.settings")
 
 application = get_wsgi_application()
+
+# Import the URLconf (and with it scikit-learn) while the worker boots, not on its first request.
+from django.urls import get_resolver  # noqa: E402
+
+get_resolver().url_patterns  # noqa: B018

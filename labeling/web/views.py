@@ -1,19 +1,44 @@
 """Server-rendered pages (Django templates + htmx): the project list and the annotator page."""
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
+from django.contrib.auth.views import redirect_to_login
+from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling import queue, selectors
 from labeling.api.access import ACTIONS
-from labeling.models import Project, Sample, Task
+from labeling.models import Lease, LeaseStatus, Project, Role, Sample, Task, TaskKind, TaskStatus
 from labeling.project_settings import ProjectSettings
 from labeling.services.people import Conflict
+
+# The "left in the queue" counter stops counting here ("999+"): a per-keypress count must not grow
+# with the size of the project's queue.
+LEFT_CAP = 999
+
+
+def _signed_out_htmx_to_login(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """For the views the annotator page calls through htmx: when the session is gone (expired, or
+    logged out in another tab) the XHR would follow login_required's redirect and swap the login page
+    into the task card. htmx is told to load the login page instead, coming back to the annotator page."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, project_id: int, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated and request.headers.get("HX-Request") == "true":
+            response = HttpResponse(status=401)
+            response["HX-Redirect"] = redirect_to_login(reverse("label", args=[project_id]))["Location"]
+            return response
+        return view(request, project_id, **kwargs)
+
+    return wrapped
 
 
 def _project(request: HttpRequest, project_id: int) -> tuple[Project, str]:
@@ -43,6 +68,19 @@ def _fields(project: Project, sample: Sample) -> list[dict[str, Any]]:
     return out
 
 
+def _left_for(project: Project, user: User, role: str) -> tuple[int, bool]:
+    """How many pending tasks ``user`` may still be handed, the one on screen included, up to
+    LEFT_CAP (and whether there are more): the kinds task_lease_next gives this role, without the
+    tasks the user answered or skipped (an answered task stays pending while overlap wants more)."""
+    kinds = [TaskKind.LABEL, TaskKind.GOLD]
+    if role in (Role.REVIEWER, Role.MANAGER):
+        kinds.append(TaskKind.REVIEW)
+    done = Lease.objects.filter(task=OuterRef("pk"), user=user, status__in=[LeaseStatus.ANSWERED, LeaseStatus.SKIPPED])
+    pending = Task.objects.filter(project=project, status=TaskStatus.PENDING, kind__in=kinds).filter(~Exists(done))
+    n = pending.order_by()[: LEFT_CAP + 1].count()
+    return min(n, LEFT_CAP), n > LEFT_CAP
+
+
 def _task_context(request: HttpRequest, project: Project, role: str, message: str = "") -> dict[str, Any]:
     user = _user(request)
     held = selectors.task_held_by(project=project, user=user)
@@ -55,6 +93,7 @@ def _task_context(request: HttpRequest, project: Project, role: str, message: st
         leased = queue.task_lease_next(project=project, user=user, role=role)
         task, sample, expires_at = (leased.task, leased.sample, leased.expires_at) if leased else (None, None, None)
     show = ProjectSettings.of(project.settings).queue["show_suggestion"]
+    left, more_left = _left_for(project, user, role)
     return {
         "project": project,
         "task": task,
@@ -65,7 +104,8 @@ def _task_context(request: HttpRequest, project: Project, role: str, message: st
         "labels": list(enumerate(project.labels, start=1)),
         "message": message,
         "done_today": selectors.answered_today(user=user, project=project),
-        "left": selectors.project_counts(project=project)["queued"],
+        "left": left,
+        "more_left": more_left,
     }
 
 
@@ -83,6 +123,7 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(request, "labeling/label.html", _task_context(request, project, role))
 
 
+@_signed_out_htmx_to_login
 @login_required
 @require_POST
 def label_answer(request: HttpRequest, project_id: int, task_id: int) -> HttpResponse:
@@ -105,6 +146,7 @@ def label_answer(request: HttpRequest, project_id: int, task_id: int) -> HttpRes
     return render(request, "labeling/_task.html", _task_context(request, project, role, message))
 
 
+@_signed_out_htmx_to_login
 @login_required
 @require_POST
 def label_skip(request: HttpRequest, project_id: int, task_id: int) -> HttpResponse:
