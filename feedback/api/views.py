@@ -1,5 +1,6 @@
 """Feedback API views: ingest, samples, training sets, runs, models, predictions."""
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -9,6 +10,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -105,7 +108,7 @@ class SamplesView(APIView):
         try:
             items = ingest.parse_body(body, ndjson=content_type in NDJSON_TYPES)
         except ingest.BodyError as exc:
-            raise ValidationError({"body": str(exc)}) from None
+            return Response({"detail": str(exc), "errors": {"body": str(exc)}}, status=status.HTTP_400_BAD_REQUEST)
         if len(items) > ingest.MAX_ITEMS:
             return Response(
                 {"detail": f"at most {ingest.MAX_ITEMS} samples per request; nothing was stored"},
@@ -120,7 +123,10 @@ class SampleDetailView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, project_id: int, external_id: str) -> Response:
         project, _ = project_for(request, project_id, "read")
-        sample = selectors.sample_by_external_id(project=project, external_id=external_id)
+        # NUL is never stored in an external_id (PostgreSQL cannot even compare against it).
+        sample = (
+            None if "\x00" in external_id else selectors.sample_by_external_id(project=project, external_id=external_id)
+        )
         if sample is None:
             raise NotFound(f"no sample {external_id!r} in this project")
         score = SampleScore.objects.select_related("scored_by").filter(sample=sample).first()
@@ -153,7 +159,20 @@ class DatasetDetailView(APIView):
         return Response(s.DatasetVersionDetail(_version(project_id, version)).data)
 
 
+class ExportNegotiation(DefaultContentNegotiation):
+    """On an export ``?format=`` names the file format, not one of DRF's renderers (which would
+    answer 404 for ``csv``); the rows are streamed as that format and errors are JSON."""
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
 class DatasetExportView(APIView):
+    content_negotiation_class = ExportNegotiation
+
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=list(exports.FORMATS))], responses=OpenApiTypes.BINARY
     )
@@ -266,6 +285,19 @@ class PromoteView(APIView):
         return Response(s.ModelOut(model_version, context=context).data)
 
 
+def _beyond_float(data: dict[str, Any] | None) -> dict[str, str]:
+    """Integers too large for a float: this body is parsed by Python's json (unbounded integers),
+    not by ingest's orjson, and the model's arrays are floats."""
+    errors = {}
+    for field, value in (data or {}).items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:
+                float(value)
+            except OverflowError:
+                errors[f"data.{field}"] = "numeric field must be a finite number"
+    return errors
+
+
 class PredictView(APIView):
     @extend_schema(request=s.PredictIn, responses=s.PredictOut)
     def post(self, request: Request, project_id: int) -> Response:
@@ -278,7 +310,8 @@ class PredictView(APIView):
         rows, errors = [], {}
         for index, item in enumerate(items):
             data, problems = check_data(item.get("data") if isinstance(item, dict) else None, project.schema)
-            if data is None:
+            problems = problems or _beyond_float(data)
+            if data is None or problems:
                 errors[str(index)] = problems
             else:
                 rows.append(data)

@@ -17,10 +17,14 @@ ACTIONS: dict[str, frozenset[str]] = {
     "export": frozenset({Role.REVIEWER, Role.MANAGER}),
     "manage": frozenset({Role.MANAGER}),
 }
+# Ids are 64-bit; a larger number in a URL names nothing (and SQLite cannot even bind it).
+MAX_ID = 2**63 - 1
 
 
 def project_for(request: Request, project_id: int, action: str) -> tuple[Project, str]:
     """The project and the caller's role, if the caller may do ``action`` in it."""
+    if not 0 < project_id <= MAX_ID:
+        raise Http404
     role = membership_role(project_id=project_id, user=request.user)
     if role is None:
         raise Http404

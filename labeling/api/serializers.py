@@ -50,6 +50,17 @@ def _check_labels(value: list[str]) -> list[str]:
     return value
 
 
+def _storable(text: str) -> bool:
+    """Whether ``text`` can be stored in a JSON column: PostgreSQL rejects NUL and lone surrogates."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_schema(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not value:
         raise serializers.ValidationError("must be a non-empty object of field: kind")
@@ -59,7 +70,9 @@ def _check_schema(value: Any) -> dict[str, str]:
     for field, kind in value.items():
         if not isinstance(field, str) or not field.strip() or len(field) > 100:
             raise serializers.ValidationError("field names must be non-empty strings of at most 100 characters")
-        if kind not in kinds:
+        if not _storable(field):
+            raise serializers.ValidationError("field names must not contain NUL or lone surrogate characters")
+        if not isinstance(kind, str) or kind not in kinds:
             raise serializers.ValidationError(f"field {field!r}: kind must be one of {', '.join(sorted(kinds))}")
     return dict(value)
 
