@@ -29,12 +29,18 @@ class Columns:
     width: int
 
 
+def ordered(schema: dict[str, str]) -> list[tuple[str, str]]:
+    """Fields by name: the column order must not depend on how the schema was stored (jsonb
+    reorders keys), or a model trained on one order would be fed another."""
+    return sorted(schema.items())
+
+
 def layout(schema: dict[str, str]) -> Columns:
     numeric: list[int] = []
     categorical: list[int] = []
     text: list[int] = []
     position = 0
-    for kind in schema.values():
+    for _, kind in ordered(schema):
         if kind == "image":
             numeric.extend(range(position, position + IMAGE_SIDE * IMAGE_SIDE))
             position += IMAGE_SIDE * IMAGE_SIDE
@@ -64,7 +70,7 @@ def matrix(rows: Sequence[dict[str, Any]], schema: dict[str, str]) -> NDArray[An
     cols = layout(schema)
     out = np.empty((len(rows), cols.width), dtype=object)
     position = 0
-    for field, kind in schema.items():
+    for field, kind in ordered(schema):
         values = [row.get(field) for row in rows]
         if kind == "image":
             width = IMAGE_SIDE * IMAGE_SIDE

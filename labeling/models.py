@@ -27,6 +27,8 @@ class Project(models.Model):
     name = models.CharField(max_length=200)
     labels = models.JSONField(help_text="Ordered list of label names.")
     schema = models.JSONField(help_text="Field name -> kind (numeric, categorical, text, image).")
+    # PostgreSQL's jsonb does not keep key order, so the declared order of the fields is kept here.
+    field_order = models.JSONField(default=list)
     overlap = models.PositiveSmallIntegerField(default=1)
     gold_rate = models.FloatField(default=0.0)
     settings = models.JSONField(default=dict, help_text="selection, retrain and queue settings.")
@@ -37,6 +39,12 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def fields(self) -> list[tuple[str, str]]:
+        """(name, kind) of the schema's fields in the order they were declared."""
+        names = [name for name in self.field_order if name in self.schema]
+        names += sorted(name for name in self.schema if name not in set(names))
+        return [(name, self.schema[name]) for name in names]
 
 
 class Membership(models.Model):

@@ -34,7 +34,10 @@ def projects_for_user(*, user: AnyUser) -> QuerySet[Project]:
 
 
 def membership_role(*, project_id: int, user: AnyUser) -> str | None:
-    """The user's role in the project, "staff" for staff users, None for non-members."""
+    """The user's role in the project, "staff" for staff users, None for non-members (and for
+    ids no project can have)."""
+    if not 0 < project_id < 2**63:
+        return None
     if getattr(user, "is_staff", False):
         return "staff"
     return Membership.objects.filter(project_id=project_id, user_id=_uid(user)).values_list("role", flat=True).first()

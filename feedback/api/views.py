@@ -183,7 +183,7 @@ class DatasetExportView(APIView):
             raise ValidationError({"format": f"must be one of {', '.join(exports.FORMATS)}"})
         dataset = _version(project_id, version)
         response = StreamingHttpResponse(
-            exports.stream(dataset, list(project.schema), fmt), content_type=exports.FORMATS[fmt]
+            exports.stream(dataset, [name for name, _ in project.fields()], fmt), content_type=exports.FORMATS[fmt]
         )
         response["Content-Disposition"] = f'attachment; filename="{exports.filename(project_id, dataset, fmt)}"'
         response["X-Dataset-Hash"] = dataset.hash

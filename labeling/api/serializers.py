@@ -110,6 +110,7 @@ class ProjectUpdate(serializers.Serializer):
 
 
 class ProjectOut(serializers.ModelSerializer):
+    schema = serializers.SerializerMethodField()
     selection = serializers.SerializerMethodField()
     retrain = serializers.SerializerMethodField()
     queue = serializers.SerializerMethodField()
@@ -128,6 +129,9 @@ class ProjectOut(serializers.ModelSerializer):
             "queue",
             "created_at",
         ]
+
+    def get_schema(self, project: Project) -> dict[str, str]:
+        return dict(project.fields())
 
     def get_selection(self, project: Project) -> dict[str, Any]:
         return dict(project.settings.get("selection", {}))

@@ -30,6 +30,7 @@ def project_create(
             name=name,
             labels=list(labels),
             schema=dict(schema),
+            field_order=list(schema),
             overlap=overlap,
             gold_rate=gold_rate,
             settings=stored,

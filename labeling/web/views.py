@@ -58,7 +58,7 @@ def _fields(project: Project, sample: Sample) -> list[dict[str, Any]]:
     """The sample's fields in schema order, each with its kind, for the template to lay out."""
     data = sample.data or {}
     out = []
-    for name, kind in project.schema.items():
+    for name, kind in project.fields():
         value = data.get(name)
         if kind == "image" and not (
             isinstance(value, str) and value.startswith(("data:image/", "https://", "http://"))

@@ -53,3 +53,17 @@ def test_ingest_label_train_predict(
     assert abs(sum(body["predictions"][0]["probabilities"].values()) - 1) < 1e-9
     champion.refresh_from_db()
     assert body["model_version"] in {m.version for m in ModelVersion.objects.filter(project=project)}
+
+
+def test_export_columns_follow_the_declared_schema_order(
+    project: Project, manager: User, client_for: Any, rows: Any, outsider: User
+) -> None:
+    api = client_for(manager)
+    api.post(f"/api/projects/{project.pk}/samples/", rows(4, labeled=True), format="json")
+    api.post(f"/api/projects/{project.pk}/datasets/")
+    response = api.get(f"/api/projects/{project.pk}/datasets/1/export/?format=csv")
+    assert response.status_code == 200
+    header = b"".join(response.streaming_content).decode().splitlines()[0]
+    assert header == "external_id,x,colour,note,label"  # jsonb alone would give x,note,colour
+    assert list(api.get(f"/api/projects/{project.pk}/").json()["schema"]) == ["x", "colour", "note"]
+    assert client_for(outsider).get(f"/api/projects/{project.pk}/datasets/1/export/?format=csv").status_code == 404
