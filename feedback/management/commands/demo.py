@@ -13,7 +13,9 @@ class Command(BaseCommand):
     help = "Create the handwritten-digits demo project (idempotent) and wait for its first champion."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--wait", type=float, default=180.0, help="seconds to wait for the first model (0: no wait)")
+        parser.add_argument(
+            "--wait", type=float, default=180.0, help="seconds to wait for the first model (0: no wait)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         result = demo.build()
