@@ -154,3 +154,6 @@ class RetrainState(models.Model):
     cut_requested_at = models.DateTimeField(null=True)
     # The last LabelChange id a cut looked at, even when it found nothing to cut (net-zero changes).
     seen_change_id = models.BigIntegerField(default=0)
+    # The model that last re-scored the queue (the newest, or a champion promoted by hand): samples
+    # sent later without probabilities are scored by it too, so the queue is ranked by one model.
+    scorer = models.ForeignKey("ModelVersion", null=True, on_delete=models.SET_NULL, related_name="+")

@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from feedback import features, pipelines, registry, uncertainty
-from feedback.models import ModelVersion, SampleScore
+from feedback.models import ModelVersion, RetrainState, SampleScore
 from labeling.bulk import update_from_values
 from labeling.models import Project, Reason, Sample, SampleStatus
 from labeling.project_settings import ProjectSettings
@@ -83,6 +83,7 @@ def project_rescore(*, project_id: int, model_version_id: int) -> int:
     if newest is not None and newest.pk != model_version.pk and (champion is None or champion.pk != model_version.pk):
         return 0
     queued = Sample.objects.filter(project=project, status=SampleStatus.QUEUED)
+    RetrainState.objects.update_or_create(project_id=project_id, defaults={"scorer": model_version})
     scored = _score(project, model_version, queued)
     logger.info("project %s: re-scored %s samples with model v%s", project_id, scored, model_version.version)
     return scored
@@ -90,9 +91,10 @@ def project_rescore(*, project_id: int, model_version_id: int) -> int:
 
 def samples_score(*, project_id: int, first_id: int, last_id: int) -> int:
     """Score the project's queued samples in [first_id, last_id] that nobody scored yet (sent
-    without probabilities), with the newest model. Idempotent."""
+    without probabilities), with the model that last re-scored the queue. Idempotent."""
     project = Project.objects.filter(pk=project_id).first()
-    model_version = registry.newest(project_id=project_id)
+    state = RetrainState.objects.filter(project_id=project_id).select_related("scorer").first()
+    model_version = state.scorer if state and state.scorer else registry.newest(project_id=project_id)
     if project is None or model_version is None:
         return 0
     pending = Sample.objects.filter(

@@ -31,6 +31,8 @@ def dataset_cut_and_train(project_id: int, trigger: str = "labels") -> None:
             training.training_run_request(project=project, dataset_version=result.version, trigger=trigger)
     finally:
         policy.cut_done(project_id=project_id, seen_change_id=seen)
+    # Labels committed while this cut ran could not claim a cut of their own: look again.
+    policy.on_labels_finalized(project_id)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

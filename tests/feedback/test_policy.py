@@ -6,7 +6,7 @@ from unittest import mock
 
 from django.utils import timezone
 
-from feedback import policy
+from feedback import datasets, policy
 from feedback.ingest import samples_ingest
 from feedback.models import DatasetVersion, RetrainState, TrainingRun
 from labeling.models import Project
@@ -49,3 +49,22 @@ def test_broker_failure_is_logged_not_raised_and_retried_later(project: Project,
     with run_on_commit():
         samples_ingest(project=project, items=rows(1, start=100, labeled=True), actor=None)
     assert DatasetVersion.objects.filter(project=project).count() == 1  # the next label re-checked
+
+
+def test_labels_that_arrive_during_a_cut_get_their_own(project: Project, rows: Any, run_on_commit: Any) -> None:
+    real_cut = datasets.dataset_version_cut
+    arrived = []
+
+    def cut_while_labels_arrive(**kwargs: Any) -> datasets.CutResult:
+        result = real_cut(**kwargs)
+        if not arrived:  # labels committed after the cut read the changes, while it still holds the claim
+            arrived.append(True)
+            samples_ingest(project=project, items=rows(6, start=50, labeled=True), actor=None)
+        return result
+
+    with mock.patch("feedback.datasets.dataset_version_cut", side_effect=cut_while_labels_arrive), run_on_commit():
+        samples_ingest(project=project, items=rows(6, labeled=True), actor=None)
+    assert list(DatasetVersion.objects.filter(project=project).order_by("version").values_list("size", flat=True)) == [
+        6,
+        12,
+    ]

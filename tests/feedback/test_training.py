@@ -139,3 +139,8 @@ def test_promote_and_roll_back_keep_history(project: Project, rows: Any, run_on_
         .values_list("model_version__version", "previous__version")
     )
     assert moves == [(1, None), (2, 1), (1, 2)]
+    # The queue was re-scored by the champion it rolled back to; later samples are scored by it too.
+    with run_on_commit():
+        samples_ingest(project=project, items=rows(3, start=700, probabilities=False), actor=None)
+    late = SampleScore.objects.filter(sample__external_id__in=["s700", "s701", "s702"])
+    assert [s.scored_by_id for s in late] == [first.pk] * 3
