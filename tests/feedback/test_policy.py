@@ -53,7 +53,7 @@ def test_broker_failure_is_logged_not_raised_and_retried_later(project: Project,
 
 def test_labels_that_arrive_during_a_cut_get_their_own(project: Project, rows: Any, run_on_commit: Any) -> None:
     real_cut = datasets.dataset_version_cut
-    arrived = []
+    arrived: list[bool] = []
 
     def cut_while_labels_arrive(**kwargs: Any) -> datasets.CutResult:
         result = real_cut(**kwargs)
