@@ -12,12 +12,15 @@ answer and skip free of deadlocks.
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import orjson
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q
 from django.utils import timezone
 
+from labeling import queue_pg
 from labeling.bulk import update_from_values
 from labeling.consensus import majority_vote
 from labeling.models import (
@@ -92,6 +95,16 @@ def task_lease_next(*, project: Project, user: User, role: str) -> LeasedTask | 
         kinds.append(TaskKind.REVIEW)
     after: tuple[float, int] | None = None
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            picked = queue_pg.lease_next(
+                project_id=project.pk, user_id=user.pk, kinds=kinds, now=now, expires_at=expires_at
+            )
+            if picked is None:
+                return None
+            if picked.leased:
+                return LeasedTask(task=_task_of(picked.fields), sample=_sample_of(picked.sample), expires_at=expires_at)
+            # The candidate's free slot was an expired lease someone else holds again: the general
+            # path below releases what expired and looks further down the queue.
         for _ in range(MAX_ROUNDS):
             batch = list(_candidates(project, user, now, kinds, after)[:CANDIDATES_PER_ROUND])
             for task in batch:
@@ -106,6 +119,19 @@ def task_lease_next(*, project: Project, user: User, role: str) -> LeasedTask | 
                 return None
             after = (batch[-1].priority, batch[-1].pk)
     return None
+
+
+def _json(value: Any) -> Any:
+    # Django reads jsonb as text (its JSONField parses it); a raw cursor sees that text.
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _task_of(fields: dict[str, Any]) -> Task:
+    return Task(status=TaskStatus.PENDING, **fields)
+
+
+def _sample_of(fields: dict[str, Any]) -> Sample:
+    return Sample(**{**fields, "data": _json(fields["data"]), "suggestion": _json(fields["suggestion"])})
 
 
 def _lease(task: Task, user: User, now: datetime, expires_at: datetime) -> None:
@@ -141,6 +167,8 @@ def annotation_submit(*, task_id: int, user: User, label: str, duration_ms: int 
     makes the final label, and labels_finalized is emitted after commit.
     """
     now = timezone.now()
+    if connection.vendor == "postgresql":
+        return _annotation_submit_pg(task_id=task_id, user=user, label=label, duration_ms=duration_ms, now=now)
     with transaction.atomic():
         task = Task.objects.select_for_update(of=("self",)).select_related("project").get(pk=task_id)
         lease = _live_lease(task, user, now)
@@ -160,6 +188,35 @@ def annotation_submit(*, task_id: int, user: User, label: str, duration_ms: int 
             _finalize(task)
         task.save(update_fields=["n_answers", "n_leased", "lease_expiry", "status"])
     return annotation
+
+
+def _annotation_submit_pg(
+    *, task_id: int, user: User, label: str, duration_ms: int | None, now: datetime
+) -> Annotation:
+    """annotation_submit in two statements: lock the task row, then queue_pg.ANSWER."""
+    with transaction.atomic():
+        locked = queue_pg.lock_task(task_id)
+        if locked is None:
+            raise Task.DoesNotExist(task_id)
+        sample_id, project_id, _ = locked
+        annotation_id, status = queue_pg.answer(
+            task_id=task_id, sample_id=sample_id, user_id=user.pk, label=label, duration_ms=duration_ms, now=now
+        )
+        task = Task(pk=task_id, project_id=project_id, sample_id=sample_id)
+        if annotation_id is None:
+            _live_lease(task, user, now)  # raises the Conflict that says why
+            raise Conflict("you hold no live lease on this task")
+        if status == TaskStatus.DONE:
+            _finalize(task)
+    return Annotation(
+        pk=annotation_id,
+        task_id=task_id,
+        sample_id=sample_id,
+        user=user,
+        label=label,
+        duration_ms=duration_ms,
+        created_at=now,
+    )
 
 
 def _finalize(task: Task) -> None:
