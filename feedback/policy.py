@@ -10,7 +10,8 @@ from datetime import timedelta
 from functools import partial
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, Subquery, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from feedback.models import DatasetVersion, RetrainState
@@ -23,15 +24,13 @@ PATIENCE = timedelta(minutes=10)
 
 def new_labels_since_last_version(*, project_id: int, at_most: int) -> int:
     """Label changes after the latest version's watermark (or the last cut's, when that cut found
-    nothing to change), counted up to ``at_most``: a bounded, indexed count."""
-    version_mark = (
-        DatasetVersion.objects.filter(project_id=project_id)
-        .order_by("-version")
-        .values_list("last_change_id", flat=True)
-        .first()
+    nothing to change), counted up to ``at_most``: one bounded, indexed count (this runs after
+    every answer)."""
+    version_mark = Subquery(
+        DatasetVersion.objects.filter(project_id=project_id).order_by("-version").values("last_change_id")[:1]
     )
-    seen = RetrainState.objects.filter(project_id=project_id).values_list("seen_change_id", flat=True).first()
-    watermark = max(version_mark or 0, seen or 0)
+    seen = Subquery(RetrainState.objects.filter(project_id=project_id).values("seen_change_id")[:1])
+    watermark = Greatest(Coalesce(version_mark, Value(0)), Coalesce(seen, Value(0)))
     return LabelChange.objects.filter(project_id=project_id, id__gt=watermark).values("id")[:at_most].count()
 
 
@@ -62,10 +61,10 @@ def on_labels_finalized(project_id: int) -> None:
     from feedback import tasks
 
     try:
-        project = Project.objects.filter(pk=project_id).first()
-        if project is None:
+        stored = Project.objects.filter(pk=project_id).values_list("settings", flat=True).first()
+        if stored is None:
             return
-        threshold = ProjectSettings.of(project.settings).retrain["min_new_labels"]
+        threshold = ProjectSettings.of(stored).retrain["min_new_labels"]
         if new_labels_since_last_version(project_id=project_id, at_most=threshold) < threshold:
             return
         if _claim(project_id):
