@@ -11,7 +11,7 @@ the two on generated items).
 import math
 from collections.abc import KeysView
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from math import isfinite
 from typing import Any
 
@@ -20,6 +20,8 @@ MAX_LABEL_LENGTH = 200
 TOP_LEVEL = frozenset({"external_id", "data", "prediction", "model_version", "observed_at", "label"})
 PREDICTION_KEYS = frozenset({"label", "probabilities"})
 MAX_VERSION_LENGTH = 200
+# PostgreSQL cannot store NUL in text or jsonb strings; SQLite would, so both refuse it here.
+NUL_MESSAGE = "must not contain NUL characters (\\u0000)"
 PROBABILITY_TOLERANCE = 1e-3
 
 
@@ -52,6 +54,8 @@ def _check_value(kind: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         return "must be a string"
+    if "\x00" in value:
+        return NUL_MESSAGE
     return None
 
 
@@ -126,6 +130,15 @@ def _check_prediction(
     return label, probabilities
 
 
+def _utc_representable(parsed: datetime) -> bool:
+    """Year 1 at +01:00 or year 9999 at -01:00 parse, but fall outside datetime's range in UTC."""
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 def _check_observed_at(raw: Any, errors: dict[str, str]) -> datetime | None:
     if raw is None:
         return None
@@ -140,6 +153,9 @@ def _check_observed_at(raw: Any, errors: dict[str, str]) -> datetime | None:
     if parsed.tzinfo is None:
         errors["observed_at"] = "must include a UTC offset (e.g. +00:00 or Z)"
         return None
+    if not _utc_representable(parsed):
+        errors["observed_at"] = "out of range once converted to UTC (years 1 to 9999)"
+        return None
     return parsed
 
 
@@ -152,6 +168,9 @@ def check_item(index: int, item: Any, schema: dict[str, str], label_index: dict[
     if not isinstance(external_id, str) or not external_id or len(external_id) > MAX_ID_LENGTH:
         errors["external_id"] = f"required: a non-empty string of at most {MAX_ID_LENGTH} characters"
         external_id = None
+    elif "\x00" in external_id:
+        errors["external_id"] = NUL_MESSAGE
+        external_id = None
     unknown = set(item) - TOP_LEVEL
     if unknown:
         errors["item"] = f"unknown keys: {', '.join(sorted(map(str, unknown)))[:200]}"
@@ -162,6 +181,8 @@ def check_item(index: int, item: Any, schema: dict[str, str], label_index: dict[
     model_version = item.get("model_version")
     if model_version is not None and (not isinstance(model_version, str) or len(model_version) > MAX_VERSION_LENGTH):
         errors["model_version"] = f"must be a string of at most {MAX_VERSION_LENGTH} characters"
+    elif isinstance(model_version, str) and "\x00" in model_version:
+        errors["model_version"] = NUL_MESSAGE
     label = item.get("label")
     if label is not None and (not isinstance(label, str) or label not in label_index):
         errors["label"] = "must be one of the project's labels"
@@ -223,7 +244,7 @@ def _valid_row(
     (a bool, a subclass, a NaN) falls through to check_item, which decides and explains.
     """
     external_id = item.get("external_id")
-    if type(external_id) is not str or not external_id or len(external_id) > MAX_ID_LENGTH:
+    if type(external_id) is not str or not external_id or len(external_id) > MAX_ID_LENGTH or "\x00" in external_id:
         return None
     raw_data = item.get("data")
     if type(raw_data) is not dict or not raw_data.keys() <= field_names:
@@ -239,7 +260,7 @@ def _valid_row(
                         return None
                 elif kind is not int:
                     return None
-            elif kind is not str:
+            elif kind is not str or "\x00" in value:
                 return None
         data[field] = value
     prediction_label = probabilities = None
@@ -265,10 +286,12 @@ def _valid_row(
             observed_at = datetime.fromisoformat(observed_at)
         except ValueError:
             return None
-        if observed_at.tzinfo is None:
+        if observed_at.tzinfo is None or not _utc_representable(observed_at):
             return None
     model_version = item.get("model_version")
-    if model_version is not None and (type(model_version) is not str or len(model_version) > MAX_VERSION_LENGTH):
+    if model_version is not None and (
+        type(model_version) is not str or len(model_version) > MAX_VERSION_LENGTH or "\x00" in model_version
+    ):
         return None
     label = item.get("label")
     if label is not None and (type(label) is not str or label not in label_index):
