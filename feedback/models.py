@@ -12,12 +12,18 @@ class SampleScore(models.Model):
     """What production said about a sample, and what our newest model thinks of it."""
 
     sample = models.OneToOneField(Sample, on_delete=models.CASCADE, primary_key=True, related_name="score")
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # A copy of sample.project: no index or constraint of its own (each costs every ingested row).
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     production_label = models.CharField(max_length=200, null=True)
     production_probabilities = models.JSONField(null=True)
     production_model_version = models.CharField(max_length=200, blank=True, default="")
     uncertainty = models.FloatField(null=True)
-    scored_by = models.ForeignKey("ModelVersion", null=True, on_delete=models.SET_NULL, related_name="+")
+    # Model versions are never deleted (PROTECT elsewhere), so nothing needs this looked up by index.
+    scored_by = models.ForeignKey(
+        "ModelVersion", null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     scored_at = models.DateTimeField(null=True)
 
 

@@ -1,5 +1,6 @@
 """WSGI entry point: `gunicorn labelloop.wsgi:application`."""
 
+import gc
 import os
 
 from django.core.wsgi import get_wsgi_application
@@ -12,3 +13,7 @@ application = get_wsgi_application()
 from django.urls import get_resolver  # noqa: E402
 
 get_resolver().url_patterns  # noqa: B018
+
+# Everything imported so far lives as long as the worker: keep it out of the garbage collector's
+# generations, so that collections triggered by requests do not walk scikit-learn's objects.
+gc.freeze()
