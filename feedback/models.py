@@ -20,6 +20,9 @@ class SampleScore(models.Model):
     production_probabilities = models.JSONField(null=True)
     production_model_version = models.CharField(max_length=200, blank=True, default="")
     uncertainty = models.FloatField(null=True)
+    # How much the sample looks like the latest drifted window rather than the training data
+    # (the domain classifier's out-of-fold probability), when drift was measured.
+    drift = models.FloatField(null=True)
     # Model versions are never deleted (PROTECT elsewhere), so nothing needs this looked up by index.
     scored_by = models.ForeignKey(
         "ModelVersion", null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
@@ -47,9 +50,24 @@ class DatasetVersion(models.Model):
     trigger = models.CharField(max_length=32)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
+    # A pruned version keeps its row (lineage, hash, diff figures) but no longer its members.
+    pruned_at = models.DateTimeField(null=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "version"], name="dataset_version_unique")]
+
+
+class DatasetTag(models.Model):
+    """A name on a version (e.g. "audited-2026-q4"); a tagged version is never pruned."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=100)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="dataset_tag_unique")]
 
 
 class DatasetMember(models.Model):
@@ -163,3 +181,30 @@ class RetrainState(models.Model):
     # The model that last re-scored the queue (the newest, or a champion promoted by hand): samples
     # sent later without probabilities are scored by it too, so the queue is ranked by one model.
     scorer = models.ForeignKey("ModelVersion", null=True, on_delete=models.SET_NULL, related_name="+")
+    # When a drifted window last triggered retraining (retrain.on_drift), so one drift trains once.
+    drift_triggered_at = models.DateTimeField(null=True)
+
+
+class LabelIssueStatus(models.TextChoices):
+    OPEN = "open"
+    IN_REVIEW = "in_review"  # sent to a reviewer
+    RESOLVED = "resolved"  # the reviewer decided (kept or changed the label)
+
+
+class LabelIssue(models.Model):
+    """A label that the out-of-fold predictions of a dataset version flag as likely wrong."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="+")
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="label_issues")
+    given_label = models.CharField(max_length=200)
+    suggested_label = models.CharField(max_length=200)
+    score = models.FloatField()
+    status = models.CharField(max_length=16, choices=LabelIssueStatus.choices, default=LabelIssueStatus.OPEN)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "status", "-score"], name="label_issue_rank_idx")]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset_version", "sample"], name="label_issue_per_version")
+        ]

@@ -175,6 +175,10 @@ class Lease(models.Model):
 
 
 class Annotation(models.Model):
+    # A copy of task.project, so that audits and dashboards read a project's answers by index.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="annotations")
     sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="annotations")
     user = models.ForeignKey(django_settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations")
@@ -184,13 +188,47 @@ class Annotation(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["task", "user"], name="annotation_task_user_unique")]
-        indexes = [models.Index(fields=["user", "created_at"], name="annotation_user_time_idx")]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="annotation_user_time_idx"),
+            models.Index(fields=["project", "created_at"], name="annotation_project_time_idx"),
+        ]
+
+
+class Gold(models.Model):
+    """A sample with a known answer. Its gold task is handed out (at the project's gold_rate) to
+    every annotator once, never telling them; their answers score them and change no label."""
+
+    sample = models.OneToOneField(Sample, on_delete=models.CASCADE, primary_key=True, related_name="gold")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="gold_answers")
+    label = models.CharField(max_length=200)
+    created_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+
+class ProjectCounter(models.Model):
+    """A sharded counter (queued tasks, labels, ...), kept in the transaction that changes what
+    it counts. Writers add to one of SHARDS rows picked at random, so concurrent answers do not
+    queue on one row lock; readers sum the shards (a handful of rows by index)."""
+
+    SHARDS = 8
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="counters")
+    name = models.CharField(max_length=32)
+    shard = models.PositiveSmallIntegerField()
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "name", "shard"], name="project_counter_unique")]
 
 
 class LabelMethod(models.TextChoices):
     IMPORT = "import"
     MAJORITY = "majority"
+    DAWID_SKENE = "dawid_skene"
     REVIEW = "review"
+    UNDO = "undo"
 
 
 class Label(models.Model):

@@ -175,7 +175,13 @@ def annotation_submit(*, task_id: int, user: User, label: str, duration_ms: int 
         try:
             with transaction.atomic():
                 annotation = Annotation.objects.create(
-                    task=task, sample_id=task.sample_id, user=user, label=label, duration_ms=duration_ms, created_at=now
+                    project_id=task.project_id,
+                    task=task,
+                    sample_id=task.sample_id,
+                    user=user,
+                    label=label,
+                    duration_ms=duration_ms,
+                    created_at=now,
                 )
         except IntegrityError as exc:
             raise Conflict("you already answered this task") from exc
@@ -200,7 +206,13 @@ def _annotation_submit_pg(
             raise Task.DoesNotExist(task_id)
         sample_id, project_id, _ = locked
         annotation_id, status = queue_pg.answer(
-            task_id=task_id, sample_id=sample_id, user_id=user.pk, label=label, duration_ms=duration_ms, now=now
+            task_id=task_id,
+            project_id=project_id,
+            sample_id=sample_id,
+            user_id=user.pk,
+            label=label,
+            duration_ms=duration_ms,
+            now=now,
         )
         task = Task(pk=task_id, project_id=project_id, sample_id=sample_id)
         if annotation_id is None:
@@ -210,6 +222,7 @@ def _annotation_submit_pg(
             _finalize(task)
     return Annotation(
         pk=annotation_id,
+        project_id=project_id,
         task_id=task_id,
         sample_id=sample_id,
         user=user,

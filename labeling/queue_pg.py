@@ -74,8 +74,8 @@ WITH lease AS (
     WHERE task_id = %(task)s AND user_id = %(user)s AND status = 0 AND expires_at > %(now)s
     RETURNING id
 ), stored AS (
-    INSERT INTO labeling_annotation (task_id, sample_id, user_id, label, duration_ms, created_at)
-    SELECT %(task)s, %(sample)s, %(user)s, %(label)s, %(duration)s, %(now)s FROM lease
+    INSERT INTO labeling_annotation (project_id, task_id, sample_id, user_id, label, duration_ms, created_at)
+    SELECT %(project)s, %(task)s, %(sample)s, %(user)s, %(label)s, %(duration)s, %(now)s FROM lease
     RETURNING id
 ), counted AS (
     UPDATE labeling_task t
@@ -149,7 +149,7 @@ def lock_task(task_id: int) -> tuple[int, int, int] | None:
 
 
 def answer(
-    *, task_id: int, sample_id: int, user_id: int, label: str, duration_ms: int | None, now: datetime
+    *, task_id: int, project_id: int, sample_id: int, user_id: int, label: str, duration_ms: int | None, now: datetime
 ) -> tuple[int | None, int | None]:
     """Run ANSWER with the task row locked: (annotation id, task status), (None, None) when the
     user holds no live lease on the task."""
@@ -158,6 +158,7 @@ def answer(
             ANSWER,
             {
                 "task": task_id,
+                "project": project_id,
                 "sample": sample_id,
                 "user": user_id,
                 "label": label,
