@@ -23,7 +23,12 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from feedback.features import layout
 
-DEFAULT_CONFIG: dict[str, Any] = {"family": "logistic_regression", "params": {"C": 1.0, "max_iter": 1000}}
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {"logistic_regression": {"C": 1.0, "max_iter": 1000}}
+DEFAULT_CONFIG: dict[str, Any] = {"family": "logistic_regression", "params": FAMILY_DEFAULTS["logistic_regression"]}
+
+
+def resolved_config(family: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"family": family, "params": {**FAMILY_DEFAULTS.get(family, {}), **params}}
 
 
 class ArtifactError(Exception):

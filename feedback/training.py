@@ -35,7 +35,10 @@ SEED = 0
 
 
 def training_config(project: Project) -> dict[str, Any]:
-    return dict(project.settings.get("training") or pipelines.DEFAULT_CONFIG)
+    """The project's model family and parameters, with the family's defaults filled in, so that
+    the config (and its hash, one run per version and config) records what was really used."""
+    chosen = ProjectSettings.of(project.settings).training
+    return pipelines.resolved_config(chosen["family"], chosen["params"])
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -5,6 +5,9 @@ from typing import Any
 from rest_framework import serializers
 
 from labeling.models import FieldKind, Project, Role
+from labeling.project_settings import DEFAULTS, ProjectSettings
+
+SETTINGS_GROUPS = tuple(DEFAULTS)
 
 MAX_LABELS = 1000
 MAX_FIELDS = 500
@@ -85,7 +88,12 @@ class ProjectCreate(serializers.Serializer):
     gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
     selection = serializers.JSONField(required=False)
     retrain = serializers.JSONField(required=False)
+    training = serializers.JSONField(required=False)
     queue = serializers.JSONField(required=False)
+    consensus = serializers.JSONField(required=False)
+    audit = serializers.JSONField(required=False)
+    drift = serializers.JSONField(required=False)
+    datasets = serializers.JSONField(required=False)
 
     def validate_labels(self, value: list[str]) -> list[str]:
         return _check_labels(value)
@@ -100,7 +108,12 @@ class ProjectUpdate(serializers.Serializer):
     gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
     selection = serializers.JSONField(required=False)
     retrain = serializers.JSONField(required=False)
+    training = serializers.JSONField(required=False)
     queue = serializers.JSONField(required=False)
+    consensus = serializers.JSONField(required=False)
+    audit = serializers.JSONField(required=False)
+    drift = serializers.JSONField(required=False)
+    datasets = serializers.JSONField(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = set(self.initial_data) - set(self.fields) if isinstance(self.initial_data, dict) else set()
@@ -110,37 +123,23 @@ class ProjectUpdate(serializers.Serializer):
 
 
 class ProjectOut(serializers.ModelSerializer):
+    """A project with every settings group, defaults filled in."""
+
     schema = serializers.SerializerMethodField()
-    selection = serializers.SerializerMethodField()
-    retrain = serializers.SerializerMethodField()
-    queue = serializers.SerializerMethodField()
 
     class Meta:
         model = Project
-        fields = [
-            "id",
-            "name",
-            "labels",
-            "schema",
-            "overlap",
-            "gold_rate",
-            "selection",
-            "retrain",
-            "queue",
-            "created_at",
-        ]
+        fields = ["id", "name", "labels", "schema", "overlap", "gold_rate", "created_at"]
 
     def get_schema(self, project: Project) -> dict[str, str]:
         return dict(project.fields())
 
-    def get_selection(self, project: Project) -> dict[str, Any]:
-        return dict(project.settings.get("selection", {}))
-
-    def get_retrain(self, project: Project) -> dict[str, Any]:
-        return dict(project.settings.get("retrain", {}))
-
-    def get_queue(self, project: Project) -> dict[str, Any]:
-        return dict(project.settings.get("queue", {}))
+    def to_representation(self, instance: Project) -> dict[str, Any]:
+        body = super().to_representation(instance)
+        current = ProjectSettings.of(instance.settings)
+        for group in SETTINGS_GROUPS:
+            body[group] = dict(getattr(current, group))
+        return body
 
 
 class Counts(serializers.Serializer):

@@ -96,9 +96,7 @@ class ProjectsView(APIView):
     def post(self, request: Request) -> Response:
         data = _valid(s.ProjectCreate, request)
         assert isinstance(request.user, User)
-        settings: dict[str, Any] = {
-            group: data.pop(group) for group in ("selection", "retrain", "queue") if group in data
-        }
+        settings: dict[str, Any] = {group: data.pop(group) for group in s.SETTINGS_GROUPS if group in data}
         project = projects.project_create(creator=request.user, settings=settings, **data)
         body = s.ProjectDetailOut(project, context={"counts": project_counts(project)}).data
         return Response(body, status=status.HTTP_201_CREATED)
