@@ -4,6 +4,8 @@ from celery import shared_task
 from django.conf import settings
 
 from feedback import datasets, policy, selection, training
+from feedback.audit_tasks import *  # noqa: F403  (tasks of their own modules, registered here)
+from feedback.selection_tasks import *  # noqa: F403
 from labeling.models import Project
 
 

@@ -22,10 +22,8 @@ from django.utils import timezone
 
 from labeling import queue_pg
 from labeling.bulk import update_from_values
-from labeling.consensus import majority_vote
 from labeling.models import (
     Annotation,
-    LabelMethod,
     Lease,
     LeaseStatus,
     Project,
@@ -36,7 +34,7 @@ from labeling.models import (
     TaskStatus,
 )
 from labeling.project_settings import ProjectSettings
-from labeling.services.labels import LabelDecision, labels_set
+from labeling.services import consensus
 from labeling.services.people import Conflict
 
 # How many candidate rows one hand-out locks at a time; more than one so that a task whose only
@@ -233,21 +231,7 @@ def _annotation_submit_pg(
 
 
 def _finalize(task: Task) -> None:
-    answers = list(Annotation.objects.filter(task=task).order_by("created_at", "id").values_list("label", flat=True))
-    result = majority_vote(answers)
-    labels_set(
-        project_id=task.project_id,
-        decisions=[
-            LabelDecision(
-                sample_id=task.sample_id,
-                label=result.label,
-                confidence=result.confidence,
-                method=LabelMethod.MAJORITY,
-                n_annotations=result.n_annotations,
-            )
-        ],
-        actor=None,
-    )
+    consensus.task_finalize(task=task)
 
 
 def task_skip(*, task_id: int, user: User) -> None:

@@ -173,6 +173,8 @@ CELERY_TASK_QUEUES = {
 }
 CELERY_TASK_ROUTES = {
     "feedback.tasks.train_run": {"queue": "training"},
+    "feedback.audit_tasks.*": {"queue": "training"},  # cross-validation: CPU-heavy like training
+    "feedback.selection_tasks.*": {"queue": "scoring"},
     "feedback.tasks.score_samples": {"queue": "scoring"},
     "feedback.tasks.rescore_project": {"queue": "scoring"},
 }

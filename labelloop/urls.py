@@ -14,4 +14,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("labeling.web.urls")),
+    path("", include("feedback.web.audit")),
+    path("", include("feedback.web.registry")),
+    path("", include("feedback.web.drift")),
 ]

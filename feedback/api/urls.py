@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from feedback.api import views
 
@@ -22,4 +22,6 @@ urlpatterns = [
     path("projects/<int:project_id>/models/", views.ModelsView.as_view(), name="api-models"),
     path("projects/<int:project_id>/models/<int:version>/promote/", views.PromoteView.as_view(), name="api-promote"),
     path("projects/<int:project_id>/predict/", views.PredictView.as_view(), name="api-predict"),
+    path("", include("feedback.api.audit")),
+    path("", include("feedback.api.selection")),
 ]

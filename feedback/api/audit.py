@@ -1,0 +1,5 @@
+"""API views: audit. URL patterns are included from feedback/api/urls.py."""
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []

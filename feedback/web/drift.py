@@ -1,0 +1,5 @@
+"""Pages: drift. URL patterns are included from labelloop/urls.py."""
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []

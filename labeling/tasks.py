@@ -1,0 +1,1 @@
+"""Celery tasks of the labeling side (found by the worker's autodiscovery)."""
