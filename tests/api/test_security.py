@@ -5,6 +5,7 @@ The route matrix below is checked against Django's URL resolver, so a new endpoi
 """
 
 import hashlib
+import importlib
 import json
 import re
 from dataclasses import dataclass
@@ -114,6 +115,14 @@ MATRIX: list[Entry] = [
         action="predict",
     ),
 ]
+# Each stage keeps the entries of its own endpoints in tests/api/routes_<stage>.py, a function
+# ``entries(Entry, P) -> list[Entry]``, so that stages do not edit one list.
+for _stage in ("queue", "audit", "registry", "selection"):
+    try:
+        _module = importlib.import_module(f"tests.api.routes_{_stage}")
+    except ModuleNotFoundError:
+        continue
+    MATRIX.extend(_module.entries(Entry, P))
 SCOPED = [entry for entry in MATRIX if entry.scoped]
 
 
