@@ -205,6 +205,4 @@ class LabelIssue(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["project", "status", "-score"], name="label_issue_rank_idx")]
-        constraints = [
-            models.UniqueConstraint(fields=["dataset_version", "sample"], name="label_issue_per_version")
-        ]
+        constraints = [models.UniqueConstraint(fields=["dataset_version", "sample"], name="label_issue_per_version")]

@@ -28,9 +28,9 @@ def review_request(*, project_id: int, sample_ids: Sequence[int], priority: floa
     with transaction.atomic():
         wanted = set(Sample.objects.filter(project_id=project_id, pk__in=list(sample_ids)).values_list("pk", flat=True))
         pending = set(
-            Task.objects.filter(
-                sample_id__in=wanted, kind=TaskKind.REVIEW, status=TaskStatus.PENDING
-            ).values_list("sample_id", flat=True)
+            Task.objects.filter(sample_id__in=wanted, kind=TaskKind.REVIEW, status=TaskStatus.PENDING).values_list(
+                "sample_id", flat=True
+            )
         )
         new = sorted(wanted - pending)
         Task.objects.bulk_create(
