@@ -137,13 +137,30 @@ class Task(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        # One partial index per kind of pending task, each in hand-out order: a hand-out of one
+        # kind never walks the pending rows of another (gold tasks sit at priority 0, below every
+        # label task; review tasks above them).
         indexes = [
             models.Index(
                 "project",
                 models.F("priority").desc(),
                 "id",
                 name="task_pending_idx",
-                condition=Q(status=0),
+                condition=Q(status=0, kind="label"),
+            ),
+            models.Index(
+                "project",
+                models.F("priority").desc(),
+                "id",
+                name="task_pending_gold_idx",
+                condition=Q(status=0, kind="gold"),
+            ),
+            models.Index(
+                "project",
+                models.F("priority").desc(),
+                "id",
+                name="task_pending_review_idx",
+                condition=Q(status=0, kind="review"),
             ),
         ]
         constraints = [

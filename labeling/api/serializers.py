@@ -178,6 +178,7 @@ class NextTask(serializers.Serializer):
     external_id = serializers.CharField()
     data = serializers.JSONField()  # type: ignore[assignment]
     reason = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["label", "review"])
     suggestion = Suggestion(allow_null=True)
     lease_expires_at = serializers.DateTimeField()
 
@@ -202,3 +203,52 @@ class LabelOut(serializers.Serializer):
     method = serializers.CharField()
     n_annotations = serializers.IntegerField()
     updated_at = serializers.DateTimeField()
+
+
+class ReviewAnswer(serializers.Serializer):
+    username = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
+    duration_ms = serializers.IntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class ReviewChange(serializers.Serializer):
+    old_label = serializers.CharField(allow_null=True)
+    new_label = serializers.CharField(allow_null=True)
+    method = serializers.CharField()
+    actor = serializers.CharField(allow_null=True)
+    reason = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
+class ReviewLabel(serializers.Serializer):
+    label = serializers.CharField()  # type: ignore[assignment]
+    confidence = serializers.FloatField()
+    method = serializers.CharField()
+
+
+class ReviewItemOut(serializers.Serializer):
+    task_id = serializers.IntegerField()
+    kind = serializers.ChoiceField(
+        choices=["review", "label"],
+        help_text="review: a review task; label: a finished label task whose answers disagreed",
+    )
+    external_id = serializers.CharField()
+    data = serializers.JSONField()  # type: ignore[assignment]
+    why = serializers.CharField()
+    label = ReviewLabel(allow_null=True)  # type: ignore[assignment]
+    suggestion = Suggestion(allow_null=True)
+    answers = ReviewAnswer(many=True)
+    history = ReviewChange(many=True)
+
+
+class ReviewDecideIn(serializers.Serializer):
+    label = serializers.CharField(max_length=200)  # type: ignore[assignment]
+    why = serializers.CharField(max_length=500, help_text="why the reviewer decided so (kept in the label's history)")
+
+
+class ReviewDecideOut(serializers.Serializer):
+    external_id = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
+    confidence = serializers.FloatField()
+    method = serializers.CharField()

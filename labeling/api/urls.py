@@ -13,4 +13,7 @@ urlpatterns = [
     path("projects/<int:project_id>/labels/", views.LabelsView.as_view(), name="api-labels"),
     path("tasks/<int:task_id>/annotations/", views.AnnotationsView.as_view(), name="api-annotations"),
     path("tasks/<int:task_id>/skip/", views.SkipView.as_view(), name="api-skip"),
+    path("tasks/<int:task_id>/undo/", views.UndoView.as_view(), name="api-undo"),
+    path("tasks/<int:task_id>/review/", views.ReviewDecideView.as_view(), name="api-review-decide"),
+    path("projects/<int:project_id>/reviews/", views.ReviewsView.as_view(), name="api-reviews"),
 ]

@@ -1,7 +1,6 @@
-"""Many annotators at once on PostgreSQL: every task answered exactly k times, no duplicate
-leases, no lost answers, abandoned (expired) leases handed out again."""
+"""Many annotators at once on PostgreSQL: every task answered exactly k times, no duplicate leases,
+no lost answers, abandoned (expired) leases handed out again, and the counters still exact."""
 
-import contextlib
 import random
 import threading
 from collections import Counter
@@ -14,7 +13,8 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from labeling import queue
-from labeling.models import Annotation, Lease, LeaseStatus, Project, Role, Task, TaskStatus
+from labeling.models import Annotation, Label, Lease, LeaseStatus, Project, Role, Sample, Task, TaskKind, TaskStatus
+from labeling.services.counters import project_counters
 from labeling.services.people import Conflict, member_set
 from labeling.services.projects import project_create
 from labeling.services.samples import NewSample, samples_add_bulk
@@ -23,7 +23,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 N_TASKS = 60
 N_THREADS = 8
-OVERLAP = 2
 
 
 def _abandon(task_id: int, user: User) -> None:
@@ -35,55 +34,121 @@ def _abandon(task_id: int, user: User) -> None:
         Task.objects.filter(pk=task.pk).update(lease_expiry=past)
 
 
-def _annotate(project: Project, user: User, log: list[tuple[int, int]], abandoned: list[int], seed: int) -> None:
+class Run:
+    def __init__(self) -> None:
+        self.handed: list[tuple[int, int]] = []  # (task, user) per hand-out
+        self.accepted: list[tuple[int, int]] = []  # (task, user) per answer the queue accepted
+        self.abandoned: list[int] = []
+        self.refused: list[str] = []
+        self.lock = threading.Lock()
+
+
+def _annotate(project: Project, user: User, run: Run, seed: int) -> None:
     rng = random.Random(seed)
     try:
         while True:
             leased = queue.task_lease_next(project=project, user=user, role="annotator")
             if leased is None:
                 return
-            log.append((leased.task.pk, user.pk))
-            if rng.random() < 0.1 and len(abandoned) < 10:
-                abandoned.append(leased.task.pk)
+            with run.lock:
+                run.handed.append((leased.task.pk, user.pk))
+                abandon = rng.random() < 0.1 and len(run.abandoned) < 10
+                if abandon:
+                    run.abandoned.append(leased.task.pk)
+            if abandon:
                 _abandon(leased.task.pk, user)
                 continue
-            with contextlib.suppress(Conflict):  # our lease was abandoned and already taken over
+            try:
                 queue.annotation_submit(task_id=leased.task.pk, user=user, label=rng.choice(["a", "b"]))
+            except Conflict as exc:  # only an abandoned lease, taken over since, may be refused
+                with run.lock:
+                    run.refused.append(f"{leased.task.pk}: {exc}")
+                continue
+            with run.lock:
+                run.accepted.append((leased.task.pk, user.pk))
     finally:
         connections.close_all()
 
 
-def test_many_annotators_at_once(make_user: Any) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("SKIP LOCKED concurrency is a PostgreSQL property")
-    manager = make_user("boss")
-    project = project_create(creator=manager, name="C", labels=["a", "b"], schema={"x": "numeric"}, overlap=OVERLAP)
-    items = [NewSample(external_id=f"e{i}", data={"x": i}, priority=i / N_TASKS) for i in range(N_TASKS)]
-    samples_add_bulk(project=project, items=items, actor=None)
-    users = [make_user(f"w{i}") for i in range(N_THREADS)]
-    for user in users:
-        member_set(project=project, user=user, role=Role.ANNOTATOR)
-    logs: list[list[tuple[int, int]]] = [[] for _ in users]
-    abandoned: list[int] = []
-    threads = [
-        threading.Thread(target=_annotate, args=(project, user, log, abandoned, i))
-        for i, (user, log) in enumerate(zip(users, logs, strict=True))
-    ]
+def _run(project: Project, users: list[User]) -> Run:
+    run = Run()
+    threads = [threading.Thread(target=_annotate, args=(project, user, run, i)) for i, user in enumerate(users)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in threads)
+    return run
 
-    per_task = Counter(Annotation.objects.values_list("task_id", flat=True))
+
+def _crowd(make_user: Any, overlap: int, gold_rate: float = 0.0) -> tuple[Project, list[User]]:
+    manager = make_user("boss")
+    project = project_create(
+        creator=manager, name="C", labels=["a", "b"], schema={"x": "numeric"}, overlap=overlap, gold_rate=gold_rate
+    )
+    items = [NewSample(external_id=f"e{i}", data={"x": i}, priority=i / N_TASKS) for i in range(N_TASKS)]
+    samples_add_bulk(project=project, items=items, actor=None)
+    users = [make_user(f"w{i}") for i in range(N_THREADS)]
+    for user in users:
+        member_set(project=project, user=user, role=Role.ANNOTATOR)
+    return project, users
+
+
+def _assert_counters_exact(project: Project) -> None:
+    counters = project_counters(project_id=project.pk)
+    pending = Counter(Task.objects.filter(project=project, status=TaskStatus.PENDING).values_list("kind", flat=True))
+    assert counters["queued"] == sum(pending.values())
+    assert {k: counters[f"queued_{k}"] for k in TaskKind.values} == {k: pending.get(k, 0) for k in TaskKind.values}
+    assert counters["labeled"] == Label.objects.filter(project=project).count()
+    assert counters["samples"] == Sample.objects.filter(project=project).count()
+
+
+@pytest.mark.parametrize("overlap", [2, 1])
+def test_many_annotators_at_once(make_user: Any, overlap: int) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("SKIP LOCKED concurrency is a PostgreSQL property")
+    project, users = _crowd(make_user, overlap)
+    run = _run(project, users)
+
+    stored = list(Annotation.objects.filter(project_id=project.pk).values_list("task_id", "user_id"))
+    assert sorted(stored) == sorted(run.accepted)  # no lost answers, none stored that was refused
+    per_task = Counter(task for task, _ in stored)
     assert len(per_task) == N_TASKS
-    assert set(per_task.values()) == {OVERLAP}  # every task answered exactly k times
-    pairs = Annotation.objects.values_list("task_id", "user_id")
-    assert len(set(pairs)) == len(pairs)  # never twice by one person
-    assert not Task.objects.filter(project=project, status=TaskStatus.PENDING).exists()
+    assert set(per_task.values()) == {overlap}  # every task answered exactly k times
+    assert len(set(stored)) == len(stored)  # never twice by one person
+    assert not Task.objects.filter(project=project, kind=TaskKind.LABEL, status=TaskStatus.PENDING).exists()
     # No lease was handed to two holders at once: each hand-out of a (task, user) pair happened
     # at most once, except the re-lease of an abandoned task to the same person.
-    handed = Counter(pair for log in logs for pair in log)
-    assert all(n == 1 or task in abandoned for (task, _), n in handed.items())
-    # Abandoned leases came back: their tasks still got k answers.
-    assert abandoned and all(per_task[task] == OVERLAP for task in abandoned)
+    handed = Counter(run.handed)
+    assert all(n == 1 or task in run.abandoned for (task, _), n in handed.items())
+    # Abandoned leases came back: their tasks still got k answers, from whoever took them over.
+    assert run.abandoned and all(per_task[task] == overlap for task in run.abandoned)
+    assert all(int(r.split(":")[0]) in run.abandoned for r in run.refused)
+    # Every finished task has its label, or (a tie of two answers) a review task.
+    decided = set(Label.objects.filter(project=project).values_list("sample_id", flat=True))
+    reviewed = set(Task.objects.filter(project=project, kind=TaskKind.REVIEW).values_list("sample_id", flat=True))
+    assert decided | reviewed == set(Sample.objects.filter(project=project).values_list("pk", flat=True))
+    _assert_counters_exact(project)
+
+
+def test_gold_mixed_in_under_load_once_per_annotator(make_user: Any) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("SKIP LOCKED concurrency is a PostgreSQL property")
+    from labeling.services.gold import gold_set
+
+    project, users = _crowd(make_user, 1, gold_rate=0.3)
+    golden = list(Sample.objects.filter(project=project).order_by("id").values_list("pk", flat=True)[:5])
+    gold_set(project_id=project.pk, items=[(s, "a") for s in golden], actor=None)
+    gold_tasks = set(Task.objects.filter(project=project, kind=TaskKind.GOLD).values_list("pk", flat=True))
+    run = _run(project, users)
+
+    stored = list(Annotation.objects.filter(project_id=project.pk).values_list("task_id", "user_id"))
+    assert sorted(stored) == sorted(run.accepted)
+    gold_answers = [(task, user) for task, user in stored if task in gold_tasks]
+    assert gold_answers and len(set(gold_answers)) == len(gold_answers)  # once per annotator
+    # Gold answers never made a label; every other sample got exactly one answer and its label.
+    assert not Label.objects.filter(sample_id__in=golden).exists()
+    label_answers = Counter(task for task, _ in stored if task not in gold_tasks)
+    assert len(label_answers) == N_TASKS - len(golden) and set(label_answers.values()) == {1}
+    assert Task.objects.filter(pk__in=gold_tasks, status=TaskStatus.PENDING).count() == len(gold_tasks)
+    _assert_counters_exact(project)
