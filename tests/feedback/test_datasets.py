@@ -1,5 +1,6 @@
 """Training-set versions: exact diffs, O(changes) rows, time travel, content hash."""
 
+import io
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -90,3 +91,126 @@ def test_net_zero_changes_make_no_version(manager: User) -> None:
     _relabel(project, ids[:1], "a")
     result = datasets.dataset_version_cut(project_id=project.pk, trigger="manual")
     assert not result.created and result.version.pk == v1.pk and result.seen_change_id > v1.last_change_id
+
+
+# ---------------------------------------------------------------- tags, pruning, time travel
+
+from datetime import timedelta  # noqa: E402
+
+import pytest  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from feedback import tasks, training  # noqa: E402
+from feedback.models import DatasetTag, DatasetVersion, ModelVersion  # noqa: E402
+
+
+def _age(project: Project, days: int) -> None:
+    DatasetVersion.objects.filter(project=project).update(created_at=timezone.now() - timedelta(days=days))
+
+
+def _chain(manager: User, n_versions: int = 5) -> tuple[Project, list[DatasetVersion]]:
+    """Versions 1..n, each relabeling two samples, so every version has rows of its own."""
+    project = _project(manager)
+    ids = _seed(project, 12)
+    versions = [datasets.dataset_version_cut(project_id=project.pk, trigger="manual").version]
+    for k in range(1, n_versions):
+        _relabel(project, ids[2 * k - 2 : 2 * k], "b")
+        versions.append(datasets.dataset_version_cut(project_id=project.pk, trigger="manual").version)
+    return project, versions
+
+
+def test_prune_keeps_tagged_trained_latest_and_the_rows_of_the_rest(manager: User, run_on_commit: Any) -> None:
+    project, versions = _chain(manager)
+    before = {v.version: _pairs(v) for v in versions}
+    datasets.dataset_tag_add(project_id=project.pk, version=2, name="audited-2026-q4", actor=manager)
+    # Version 4 trained a model: its members must stay.
+    with run_on_commit():
+        training.training_run_request(project=project, dataset_version=versions[3], trigger="manual")
+    assert ModelVersion.objects.filter(dataset_version=versions[3]).exists()
+    _age(project, 40)
+    rows_before = DatasetMember.objects.filter(project=project).count()
+    result = datasets.dataset_versions_prune(project_id=project.pk, retention_days=30)
+    assert result.pruned == [1, 3]
+    assert result.kept == {2: "tagged 'audited-2026-q4'", 4: "a model version was trained on it", 5: "latest version"}
+    assert result.members_deleted > 0
+    assert DatasetMember.objects.filter(project=project).count() == rows_before - result.members_deleted
+    for v in DatasetVersion.objects.filter(project=project):
+        if v.version in (1, 3):
+            assert v.pruned_at is not None and v.hash == versions[v.version - 1].hash  # the row and hash remain
+            with pytest.raises(datasets.VersionPruned):
+                list(datasets.rows_at(version=v))
+        else:
+            assert _pairs(v) == before[v.version]  # surviving versions read exactly as before
+    again = datasets.dataset_versions_prune(project_id=project.pk, retention_days=30)
+    assert again.pruned == [] and again.members_deleted == 0
+
+
+def test_prune_only_deletes_rows_no_surviving_version_needs(manager: User) -> None:
+    project, _ = _chain(manager, 4)
+    _age(project, 10)
+    # v1's members of the two samples relabeled in v2 are needed by v1 only; the other ten by every version.
+    result = datasets.dataset_versions_prune(project_id=project.pk, retention_days=5)
+    assert result.pruned == [1, 2, 3]
+    latest = DatasetVersion.objects.get(project=project, version=4)
+    assert DatasetMember.objects.filter(project=project).count() == latest.size == 12
+    assert _pairs(latest) == {(f"e{i}", "b" if i < 6 else "a") for i in range(12)}
+    child = datasets.dataset_version_cut(project_id=project.pk, trigger="manual")
+    assert not child.created  # cutting still works from the surviving latest version
+
+
+def test_retention_setting_dry_run_command_and_periodic_task(manager: User) -> None:
+    project, _ = _chain(manager, 3)
+    _age(project, 3)
+    assert datasets.dataset_versions_prune(project_id=project.pk).pruned == []  # no retention: keep all
+    project.settings["datasets"] = {"retention_days": 2}
+    project.save()
+    dry = datasets.dataset_versions_prune(project_id=project.pk, dry_run=True)
+    assert dry.pruned == [1, 2] and not DatasetVersion.objects.filter(pruned_at__isnull=False).exists()
+    out = io.StringIO()
+    call_command("datasets_prune", "--project", str(project.pk), "--dry-run", stdout=out)
+    assert "would prune v1, v2" in out.getvalue()
+    assert tasks.datasets_prune_all() == {project.pk: [1, 2]}
+    assert set(DatasetVersion.objects.filter(pruned_at__isnull=False).values_list("version", flat=True)) == {1, 2}
+
+
+def test_tags_are_unique_per_project_and_protect_until_removed(manager: User) -> None:
+    project, _ = _chain(manager, 3)
+    tag = datasets.dataset_tag_add(project_id=project.pk, version=1, name="gold", actor=manager)
+    assert datasets.dataset_tag_add(project_id=project.pk, version=1, name="gold").pk == tag.pk  # idempotent
+    with pytest.raises(datasets.TagConflict, match="already on version 1"):
+        datasets.dataset_tag_add(project_id=project.pk, version=2, name="gold")
+    other = _project(manager)
+    _seed(other, 1)
+    datasets.dataset_version_cut(project_id=other.pk, trigger="manual")
+    datasets.dataset_tag_add(project_id=other.pk, version=1, name="gold")  # another project may reuse it
+    _age(project, 10)
+    assert datasets.dataset_versions_prune(project_id=project.pk, retention_days=1).pruned == [2]
+    assert datasets.dataset_tag_remove(project_id=project.pk, version=1, name="gold")
+    assert not datasets.dataset_tag_remove(project_id=project.pk, version=1, name="gold")
+    assert datasets.dataset_versions_prune(project_id=project.pk, retention_days=1).pruned == [1]
+    assert DatasetTag.objects.filter(project=other).count() == 1
+
+
+def test_any_version_trains_on_the_same_rows_again(manager: User, run_on_commit: Any) -> None:
+    project = _project(manager)
+    project.settings["retrain"]["min_new_labels"] = 10**6
+    project.save()
+    ids = _seed(project, 30)
+    _relabel(project, ids[::2], "b")
+    v1 = datasets.dataset_version_cut(project_id=project.pk, trigger="manual").version
+    with run_on_commit():
+        first, _ = training.training_run_request(project=project, dataset_version=v1, trigger="manual")
+    _relabel(project, ids[:10], "a")
+    datasets.dataset_version_cut(project_id=project.pk, trigger="manual")
+    # Train version 1 again, later, with another config: the same rows, checked against its hash.
+    project.settings["training"] = {"family": "logistic_regression", "params": {"C": 0.5}}
+    project.save()
+    with run_on_commit():
+        again, created = training.training_run_request(project=project, dataset_version=v1, trigger="manual")
+    assert created and again.pk != first.pk
+    models = {m.run_id: m for m in ModelVersion.objects.filter(project=project)}
+    for run in (first, again):
+        lineage = models[run.pk].lineage
+        assert lineage["rows_hash"] == v1.hash and lineage["n_rows"] == v1.size == 30
+    assert models[again.pk].params["C"] == 0.5
