@@ -1,12 +1,14 @@
-"""When the loop acts by itself: cutting a version and training after enough new labels.
+"""When the loop acts by itself: cutting a version and training after enough new labels, on a
+schedule (retrain.every_hours, checked by a periodic task), or on drift (the drift check enqueues
+tasks.dataset_cut_and_train(project_id, "drift") when retrain.on_drift is set).
 
 The check is level-triggered (enough labels since the last version's watermark?) and claimed with
 a conditional UPDATE, so a burst of labels enqueues one cut and a lost message is renewed after
-PATIENCE rather than forgotten.
+PATIENCE rather than forgotten. Whatever the trigger, one (version, config) has one run.
 """
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.db import transaction
@@ -14,7 +16,7 @@ from django.db.models import Q, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from feedback.models import DatasetVersion, RetrainState
+from feedback.models import DatasetVersion, RetrainState, TrainingRun
 from labeling.models import LabelChange, Project
 from labeling.project_settings import ProjectSettings
 
@@ -82,3 +84,44 @@ def score_later(*, project_id: int, first_id: int, last_id: int) -> None:
     from feedback import tasks
 
     transaction.on_commit(partial(tasks.score_samples.delay, project_id, first_id, last_id))
+
+
+def _due(project_id: int, every_hours: int, now: datetime) -> bool:
+    """A schedule is due when no run started within ``every_hours`` and there is something to
+    train: labels newer than the latest version, or a latest version with no run for the current
+    training config (the family or its parameters changed)."""
+    from feedback import training
+
+    if TrainingRun.objects.filter(project_id=project_id, created_at__gte=now - timedelta(hours=every_hours)).exists():
+        return False
+    if new_labels_since_last_version(project_id=project_id, at_most=1) > 0:
+        return True
+    latest = DatasetVersion.objects.filter(project_id=project_id).order_by("-version").first()
+    if latest is None or latest.size == 0:
+        return False
+    project = Project.objects.get(pk=project_id)
+    wanted = training.config_hash(training.training_config(project))
+    return not TrainingRun.objects.filter(dataset_version=latest, config_hash=wanted).exists()
+
+
+def retrain_on_schedule(*, now: datetime | None = None) -> list[int]:
+    """Enqueue a cut-and-train (trigger "schedule") for every project whose retrain.every_hours
+    is due, claimed like the label trigger so that a beat tick and a burst of labels enqueue one
+    cut. Called by the periodic task; returns the project ids enqueued."""
+    from feedback import tasks
+
+    moment = now or timezone.now()
+    enqueued = []
+    for project_id, stored in Project.objects.values_list("pk", "settings").iterator(chunk_size=500):
+        every_hours = ProjectSettings.of(stored or {}).retrain.get("every_hours")
+        if not every_hours or not _due(project_id, int(every_hours), moment):
+            continue
+        if _claim(project_id):
+            try:
+                tasks.dataset_cut_and_train.delay(project_id, "schedule")
+            except Exception:
+                cut_done(project_id=project_id)
+                logger.exception("could not enqueue the scheduled retrain of project %s", project_id)
+                continue
+            enqueued.append(project_id)
+    return enqueued

@@ -13,6 +13,8 @@ from feedback import pipelines
 from feedback.models import AliasEvent, ModelAlias, ModelArtifact, ModelVersion
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
+ALIASES = (CHAMPION, CHALLENGER)
 CACHE_SIZE = 16
 
 _cache: "OrderedDict[tuple[int, str], Pipeline]" = OrderedDict()
@@ -48,7 +50,9 @@ def load_model(*, model_version: ModelVersion) -> Pipeline:
 def alias_set(
     *, project_id: int, alias: str, model_version: ModelVersion, actor: User | None = None, reason: str = ""
 ) -> None:
-    """Point ``alias`` at ``model_version`` and record the move. Lock: the alias row."""
+    """Point ``alias`` at ``model_version`` and record the move (AliasEvent, append-only); a model
+    made champion stops being the challenger. Lock: the alias row. Readers (predict, re-scoring)
+    look the champion up in the database on every call, so every process sees a move at once."""
     with transaction.atomic():
         current = ModelAlias.objects.select_for_update().filter(project_id=project_id, alias=alias).first()
         previous = current.model_version if current else None
@@ -59,7 +63,7 @@ def alias_set(
             current.updated_at = timezone.now()
             current.save(update_fields=["model_version", "updated_at"])
         if alias == CHAMPION:
-            ModelAlias.objects.filter(project_id=project_id, alias="challenger", model_version=model_version).delete()
+            ModelAlias.objects.filter(project_id=project_id, alias=CHALLENGER, model_version=model_version).delete()
         AliasEvent.objects.create(
             project_id=project_id,
             alias=alias,
@@ -95,3 +99,51 @@ def aliases_of(*, project_id: int) -> dict[int, list[str]]:
     ):
         out.setdefault(model_version_id, []).append(alias)
     return out
+
+
+class NoRollback(Exception):
+    """There is no earlier champion to go back to."""
+
+
+def model_rollback(*, project_id: int, actor: User | None, reason: str = "") -> ModelVersion:
+    """Promote the champion that the current one replaced (the ``previous`` of the latest
+    champion move), and re-score the queue with it. Raises NoRollback when there is none."""
+    with transaction.atomic():
+        # The champion's alias row serializes rollbacks and promotions of the project.
+        ModelAlias.objects.select_for_update().filter(project_id=project_id, alias=CHAMPION).first()
+        last = (
+            AliasEvent.objects.filter(project_id=project_id, alias=CHAMPION)
+            .select_related("previous", "model_version")
+            .order_by("-id")
+            .first()
+        )
+        if last is None or last.previous is None:
+            raise NoRollback("no earlier champion to roll back to")
+        return model_promote(
+            project_id=project_id,
+            version=last.previous.version,
+            actor=actor,
+            reason=reason or f"rolled back from v{last.model_version.version}",
+        )
+
+
+def alias_history(*, project_id: int, limit: int = 200) -> list[dict[str, object]]:
+    """The newest alias moves first: ``{"alias", "version", "previous", "actor", "reason", "at"}``."""
+    events = (
+        AliasEvent.objects.filter(project_id=project_id)
+        .order_by("-id")
+        .values("alias", "model_version__version", "previous__version", "actor__username", "reason", "created_at")[
+            :limit
+        ]
+    )
+    return [
+        {
+            "alias": e["alias"],
+            "version": e["model_version__version"],
+            "previous": e["previous__version"],
+            "actor": e["actor__username"],
+            "reason": e["reason"],
+            "at": e["created_at"],
+        }
+        for e in events
+    ]

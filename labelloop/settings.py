@@ -184,6 +184,33 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 TRAINING_SOFT_TIME_LIMIT = int(os.environ.get("TRAINING_SOFT_TIME_LIMIT", "1800"))
 TRAINING_TIME_LIMIT = TRAINING_SOFT_TIME_LIMIT + 120
+# Test-only, off by default: seconds a training run sleeps after each progress step, so that an
+# end-to-end test can kill its worker mid-run (tests/e2e/test_worker_kill.py).
+TRAINING_TEST_STEP_SLEEP = float(os.environ.get("LABELLOOP_TEST_TRAINING_STEP_SLEEP", "0") or 0)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # A message a worker took but never acknowledged (acks_late; the worker was killed) goes back
+    # to the queue after the visibility timeout: it must outlast the longest task (training's hard
+    # limit), or a long run would be handed to a second worker while the first still trains it.
+    # CELERY_BROKER_KEYPREFIX keeps several systems apart on one Redis database (the e2e tests).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": int(
+            os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(max(3600, TRAINING_TIME_LIMIT + 600)))
+        ),
+        "unacked_restore_interval": int(os.environ.get("CELERY_UNACKED_RESTORE_INTERVAL", "10")),
+        "unacked_restore_throttle": int(os.environ.get("CELERY_UNACKED_RESTORE_THROTTLE", "10")),
+    }
+    if os.environ.get("CELERY_BROKER_KEYPREFIX"):
+        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = os.environ["CELERY_BROKER_KEYPREFIX"]
+# celery beat is optional: it only adds these schedules (`celery -A labelloop beat`, or a worker
+# started with -B). Everything else runs from the worker alone.
+CELERY_BEAT_SCHEDULE = {
+    "retrain-on-schedule": {
+        "task": "feedback.tasks.retrain_scheduled",
+        "schedule": timedelta(minutes=int(os.environ.get("RETRAIN_SCHEDULE_CHECK_MINUTES", "5"))),
+    },
+    "datasets-prune": {"task": "feedback.tasks.datasets_prune_all", "schedule": timedelta(hours=6)},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 LOGGING = {
     "version": 1,

@@ -75,3 +75,45 @@ def test_image_pixels() -> None:
     assert np.allclose(decoded, 1 - pixels / 16, atol=0.01)
     assert np.isnan(features.image_pixels("data:image/png;base64,!!notbase64")).all()
     assert np.isnan(features.image_pixels(42)).all()
+
+
+# Small settings per family, so that each fits in a fraction of a second on tiny data.
+FAST = {"hist_gradient_boosting": {"max_iter": 10, "min_samples_leaf": 2}, "random_forest": {"n_estimators": 5}}
+
+
+@pytest.mark.parametrize("family", list(pipelines.ESTIMATORS))
+def test_every_family_round_trips_through_skops(family: str) -> None:
+    rows = _rows(40)
+    X = features.matrix(rows, SCHEMA)
+    y = np.array(["sun", "rain"] * 19 + ["snow", "sun"], dtype=object)  # "snow": a class seen once
+    config = pipelines.resolved_config(family, FAST.get(family, {}))
+    assert pipelines.check_config(config) == []
+    model = pipelines.fit(SCHEMA, config, X, y, seed=0)
+    artifact = pipelines.dump(model)
+    loaded = pipelines.load(artifact.data, artifact.digest)  # skops' defaults + the allow-list only
+    labels = ["rain", "snow", "sun", "hail"]
+    before = pipelines.probabilities_over(model, X, labels)
+    after = pipelines.probabilities_over(loaded, X, labels)
+    assert np.allclose(before, after)
+    assert np.allclose(after.sum(axis=1), 1.0) and (after[:, 3] == 0).all()
+    predicted = np.array(labels, dtype=object)[after.argmax(axis=1)]
+    assert (predicted == y).mean() >= 0.8, family
+    assert type(loaded.named_steps["classifier"]).__name__ != "DummyClassifier"
+
+
+def test_family_parameters_are_checked_with_clear_messages() -> None:
+    unknown = pipelines.check_config({"family": "random_forest", "params": {"n_trees": 10}})
+    assert len(unknown) == 1 and "'n_trees' not a parameter of RandomForestClassifier" in unknown[0]
+    assert "n_estimators" in unknown[0]  # the known ones are listed
+    bad_value = pipelines.check_config({"family": "hist_gradient_boosting", "params": {"learning_rate": -1}})
+    assert len(bad_value) == 1 and "learning_rate" in bad_value[0]
+    assert pipelines.check_config({"family": "sgd", "params": {"loss": "hinge"}}) != []
+    assert pipelines.check_config({"family": "xgboost", "params": {}})[0].startswith("training.family")
+    with pytest.raises(pipelines.ConfigError, match="n_trees"):
+        pipelines.fit(
+            SCHEMA,
+            {"family": "random_forest", "params": {"n_trees": 3}},
+            features.matrix(_rows(4), SCHEMA),
+            np.array(["a", "b"] * 2, dtype=object),
+            seed=0,
+        )
