@@ -27,13 +27,45 @@ class SampleOut(serializers.ModelSerializer):
 
 class DatasetVersionOut(serializers.ModelSerializer):
     parent = serializers.SerializerMethodField()  # type: ignore[assignment]
+    tags = serializers.SerializerMethodField()
 
     class Meta:
         model = DatasetVersion
-        fields = ["version", "hash", "parent", "size", "created_at", "trigger"]
+        fields = ["version", "hash", "parent", "size", "created_at", "trigger", "tags", "pruned_at"]
 
     def get_parent(self, version: DatasetVersion) -> int | None:
         return version.parent.version if version.parent_id and version.parent else None
+
+    def get_tags(self, version: DatasetVersion) -> list[str]:
+        return sorted(tag.name for tag in version.tags.all())
+
+
+class TagIn(serializers.Serializer):
+    name = serializers.RegexField(
+        r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        max_length=100,
+        error_messages={"invalid": "letters, digits and . _ : - only, starting with a letter or digit"},
+    )
+
+
+class TagOut(serializers.Serializer):
+    name = serializers.CharField()
+    version = serializers.IntegerField(source="version.version")
+    created_at = serializers.DateTimeField()
+    created_by = serializers.CharField(source="created_by.username", default=None)
+
+
+class PruneIn(serializers.Serializer):
+    retention_days = serializers.IntegerField(min_value=1, max_value=100_000, required=False, allow_null=True)
+    dry_run = serializers.BooleanField(required=False, default=False)
+
+
+class PruneOut(serializers.Serializer):
+    pruned = serializers.ListField(child=serializers.IntegerField())
+    members_deleted = serializers.IntegerField()
+    kept = serializers.DictField(child=serializers.CharField())
+    retention_days = serializers.IntegerField(allow_null=True)
+    dry_run = serializers.BooleanField()
 
 
 class Diff(serializers.Serializer):
@@ -66,6 +98,7 @@ class RunCreated(serializers.Serializer):
 class Gate(serializers.Serializer):
     passed = serializers.BooleanField()
     reasons = serializers.ListField(child=serializers.CharField())
+    checks = serializers.ListField(child=serializers.DictField(), required=False)
 
 
 class RunOut(serializers.ModelSerializer):
@@ -86,6 +119,8 @@ class RunOut(serializers.ModelSerializer):
             "gate",
             "error",
             "trigger",
+            "attempts",
+            "config",
             "created_at",
             "started_at",
             "finished_at",
@@ -116,6 +151,31 @@ class ModelOut(serializers.ModelSerializer):
 
     def get_aliases(self, model_version: ModelVersion) -> list[str]:
         return sorted(self.context.get("aliases", {}).get(model_version.pk, []))
+
+
+class ModelDetail(ModelOut):
+    """A model version with its run, gate decision and dataset hash (the confusion matrix and
+    slices are in ``metrics``, the parameters, code and library versions in ``lineage``)."""
+
+    run_id = serializers.IntegerField(source="run.pk")
+    dataset_hash = serializers.CharField(source="dataset_version.hash")
+    gate = serializers.JSONField(source="run.gate")
+    history = serializers.SerializerMethodField()
+
+    class Meta(ModelOut.Meta):
+        fields = [*ModelOut.Meta.fields, "run_id", "dataset_hash", "gate", "history"]
+
+    def get_history(self, model_version: ModelVersion) -> list[dict[str, Any]]:
+        return [e for e in self.context.get("history", []) if model_version.version in (e["version"], e["previous"])]
+
+
+class AliasEventOut(serializers.Serializer):
+    alias = serializers.CharField()
+    version = serializers.IntegerField()
+    previous = serializers.IntegerField(allow_null=True)
+    actor = serializers.CharField(allow_null=True)
+    reason = serializers.CharField()
+    at = serializers.DateTimeField()
 
 
 class PromoteIn(serializers.Serializer):

@@ -1,4 +1,5 @@
-"""Feedback API views: ingest, samples, training sets, runs, models, predictions."""
+"""Feedback API views: ingest, samples, training sets (tags, pruning, exports), runs, the model
+registry (promote, roll back, alias history), predictions."""
 
 from collections.abc import Iterable
 from typing import Any
@@ -9,21 +10,22 @@ from django.http import HttpRequest, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback import datasets, exports, ingest, registry, selection, training
+from feedback import datasets, exports, ingest, pipelines, registry, selection, training
 from feedback.api import serializers as s
-from feedback.models import DatasetVersion, ModelVersion, SampleScore, TrainingRun
+from feedback.models import DatasetTag, DatasetVersion, ModelVersion, SampleScore, TrainingRun
 from feedback.rows import check_data
 from labeling import selectors
 from labeling.api.access import project_for
 from labeling.api.pagination import Pagination
 from labeling.models import SampleStatus
+from labeling.project_settings import ProjectSettings
 
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines", "application/ndjson")
 MAX_PREDICT_ITEMS = 10_000
@@ -69,10 +71,39 @@ def _int_param(request: Request, name: str, default: int | None = None) -> int |
 
 
 def _version(project_id: int, number: int) -> DatasetVersion:
-    version = DatasetVersion.objects.filter(project_id=project_id, version=number).select_related("parent").first()
+    version = (
+        DatasetVersion.objects.filter(project_id=project_id, version=number)
+        .select_related("parent")
+        .prefetch_related("tags")
+        .first()
+    )
     if version is None:
         raise NotFound(f"dataset version {number} does not exist")
     return version
+
+
+class Gone(APIException):
+    status_code = status.HTTP_410_GONE
+    default_detail = "gone"
+
+
+def _readable(version: DatasetVersion) -> DatasetVersion:
+    """The version, if its rows are still there (410 for a pruned one)."""
+    if version.pruned_at is not None:
+        raise Gone(str(datasets.VersionPruned(version)) + ": its hash and figures remain, its rows do not")
+    return version
+
+
+def _actor(request: Request) -> User | None:
+    return request.user if isinstance(request.user, User) else None
+
+
+def _body(request: Request) -> dict[str, Any]:
+    if request.data is None or request.data == {}:
+        return {}
+    if not isinstance(request.data, dict):
+        raise ValidationError({"body": "expected a JSON object"})
+    return dict(request.data)
 
 
 class SamplesView(APIView):
@@ -137,7 +168,12 @@ class DatasetsView(APIView):
     @extend_schema(responses=s.DatasetVersionOut(many=True))
     def get(self, request: Request, project_id: int) -> Response:
         project_for(request, project_id, "read")
-        versions = DatasetVersion.objects.filter(project_id=project_id).select_related("parent").order_by("-version")
+        versions = (
+            DatasetVersion.objects.filter(project_id=project_id)
+            .select_related("parent")
+            .prefetch_related("tags")
+            .order_by("-version")
+        )
         paginator = Pagination()
         page = paginator.paginate_queryset(versions, request, view=self)
         return paginator.get_paginated_response(s.DatasetVersionOut(page, many=True).data)
@@ -181,9 +217,9 @@ class DatasetExportView(APIView):
         fmt = request.query_params.get("format", "jsonl")
         if fmt not in exports.FORMATS:
             raise ValidationError({"format": f"must be one of {', '.join(exports.FORMATS)}"})
-        dataset = _version(project_id, version)
+        dataset = _readable(_version(project_id, version))
         response = StreamingHttpResponse(
-            exports.stream(dataset, [name for name, _ in project.fields()], fmt), content_type=exports.FORMATS[fmt]
+            exports.stream(dataset, project.fields(), fmt), content_type=exports.FORMATS[fmt]
         )
         response["Content-Disposition"] = f'attachment; filename="{exports.filename(project_id, dataset, fmt)}"'
         response["X-Dataset-Hash"] = dataset.hash
@@ -195,7 +231,7 @@ class DatasetDiffView(APIView):
     @extend_schema(parameters=[OpenApiParameter("against", int, required=False)], responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, project_id: int, version: int) -> Response:
         project_for(request, project_id, "read")
-        newer = _version(project_id, version)
+        newer = _readable(_version(project_id, version))
         against = _int_param(request, "against")
         if against is None:
             if newer.parent is None:
@@ -203,6 +239,7 @@ class DatasetDiffView(APIView):
             older = newer.parent
         else:
             older = _version(project_id, against)
+        _readable(older)
         changes = datasets.diff_items(project_id=project_id, older=older, newer=newer)
         return Response({"version": newer.version, "against": older.version, "changes": changes})
 
@@ -222,22 +259,24 @@ class RunsView(APIView):
 
     @extend_schema(request=s.RunIn, responses={202: s.RunCreated})
     def post(self, request: Request, project_id: int) -> Response:
+        """Train a version (the latest, cut now, by default) with the project's training config:
+        the run of that (version, config) when it exists (a failed one is queued again)."""
         project, _ = project_for(request, project_id, "manage")
-        data = request.data if isinstance(request.data, dict) else None
-        if data is None:
-            raise ValidationError({"body": "expected a JSON object"})
-        serializer = s.RunIn(data=data)
+        serializer = s.RunIn(data=_body(request))
         serializer.is_valid(raise_exception=True)
+        problems = pipelines.check_config(training.training_config(project))
+        if problems:
+            raise ValidationError({"training": problems})
         number = serializer.validated_data.get("dataset_version")
-        actor = request.user if isinstance(request.user, User) else None
+        actor = _actor(request)
         if number is None:
             dataset = datasets.dataset_version_cut(project_id=project_id, trigger="manual", actor=actor).version
         else:
-            dataset = _version(project_id, number)
+            dataset = _readable(_version(project_id, number))
         if dataset.size == 0:
             raise ValidationError({"dataset_version": f"version {dataset.version} has no labeled samples to train on"})
         run, created = training.training_run_request(
-            project=project, dataset_version=dataset, trigger="manual", actor=actor
+            project=project, dataset_version=dataset, trigger="manual", actor=actor, retry_failed=True
         )
         return Response(
             {"run_id": run.pk, "status": run.status, "dataset_version": dataset.version, "created": created},
@@ -273,14 +312,127 @@ class PromoteView(APIView):
     @extend_schema(request=s.PromoteIn, responses=s.ModelOut)
     def post(self, request: Request, project_id: int, version: int) -> Response:
         project_for(request, project_id, "manage")
-        reason = request.data.get("reason", "") if isinstance(request.data, dict) else ""
-        actor = request.user if isinstance(request.user, User) else None
+        serializer = s.PromoteIn(data=_body(request))
+        serializer.is_valid(raise_exception=True)
+        reason = serializer.validated_data.get("reason", "")
+        actor = _actor(request)
         try:
             model_version = registry.model_promote(
                 project_id=project_id, version=version, actor=actor, reason=str(reason)[:500]
             )
         except ModelVersion.DoesNotExist:
             raise NotFound(f"model version {version} does not exist") from None
+        context = {"aliases": registry.aliases_of(project_id=project_id)}
+        return Response(s.ModelOut(model_version, context=context).data)
+
+
+class DatasetTagsView(APIView):
+    @extend_schema(responses=s.TagOut(many=True))
+    def get(self, request: Request, project_id: int, version: int) -> Response:
+        project_for(request, project_id, "read")
+        dataset = _version(project_id, version)
+        tags = DatasetTag.objects.filter(version=dataset).select_related("version", "created_by").order_by("name")
+        return Response(s.TagOut(tags, many=True).data)
+
+    @extend_schema(request=s.TagIn, responses={201: s.TagOut, 200: s.TagOut})
+    def post(self, request: Request, project_id: int, version: int) -> Response:
+        """Tag the version (a tagged version is never pruned); 409 when the name is on another version."""
+        project_for(request, project_id, "manage")
+        serializer = s.TagIn(data=_body(request))
+        serializer.is_valid(raise_exception=True)
+        name = serializer.validated_data["name"]
+        _version(project_id, version)
+        existed = DatasetTag.objects.filter(project_id=project_id, name=name).exists()
+        try:
+            tag = datasets.dataset_tag_add(project_id=project_id, version=version, name=name, actor=_actor(request))
+        except datasets.TagConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except datasets.VersionPruned as exc:
+            raise Gone(str(exc)) from None
+        tag = DatasetTag.objects.select_related("version", "created_by").get(pk=tag.pk)
+        return Response(s.TagOut(tag).data, status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED)
+
+    @extend_schema(parameters=[OpenApiParameter("name", str, required=True)], responses={204: None})
+    def delete(self, request: Request, project_id: int, version: int) -> Response:
+        project_for(request, project_id, "manage")
+        _version(project_id, version)
+        name = request.query_params.get("name")
+        if not name:
+            raise ValidationError({"name": "give the tag to remove as ?name="})
+        if not datasets.dataset_tag_remove(project_id=project_id, version=version, name=name):
+            raise NotFound(f"version {version} has no tag {name[:100]!r}")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DatasetPruneView(APIView):
+    @extend_schema(request=s.PruneIn, responses=s.PruneOut)
+    def post(self, request: Request, project_id: int) -> Response:
+        """Prune untagged versions older than retention_days (the project's datasets.retention_days
+        unless given); never the latest, a tagged one, or one a model was trained on."""
+        project, _ = project_for(request, project_id, "manage")
+        serializer = s.PruneIn(data=_body(request))
+        serializer.is_valid(raise_exception=True)
+        days = serializer.validated_data.get("retention_days")
+        if days is None and ProjectSettings.of(project.settings).datasets["retention_days"] is None:
+            raise ValidationError(
+                {"retention_days": "this project keeps every version (datasets.retention_days is null): give one"}
+            )
+        dry_run = bool(serializer.validated_data.get("dry_run"))
+        result = datasets.dataset_versions_prune(project_id=project_id, retention_days=days, dry_run=dry_run)
+        return Response(
+            {
+                "pruned": result.pruned,
+                "members_deleted": result.members_deleted,
+                "kept": {str(k): v for k, v in result.kept.items()},
+                "retention_days": result.retention_days,
+                "dry_run": dry_run,
+            }
+        )
+
+
+def _model(project_id: int, version: int) -> ModelVersion:
+    found = (
+        ModelVersion.objects.filter(project_id=project_id, version=version)
+        .select_related("dataset_version", "run")
+        .first()
+    )
+    if found is None:
+        raise NotFound(f"model version {version} does not exist")
+    return found
+
+
+class ModelDetailView(APIView):
+    @extend_schema(responses=s.ModelDetail)
+    def get(self, request: Request, project_id: int, version: int) -> Response:
+        project_for(request, project_id, "read")
+        model_version = _model(project_id, version)
+        context = {
+            "aliases": registry.aliases_of(project_id=project_id),
+            "history": registry.alias_history(project_id=project_id),
+        }
+        return Response(s.ModelDetail(model_version, context=context).data)
+
+
+class AliasHistoryView(APIView):
+    @extend_schema(responses=s.AliasEventOut(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project_for(request, project_id, "read")
+        return Response(s.AliasEventOut(registry.alias_history(project_id=project_id), many=True).data)
+
+
+class RollbackView(APIView):
+    @extend_schema(request=s.PromoteIn, responses=s.ModelOut)
+    def post(self, request: Request, project_id: int) -> Response:
+        """Make the champion that the current one replaced the champion again; 409 when there is none."""
+        project_for(request, project_id, "manage")
+        serializer = s.PromoteIn(data=_body(request))
+        serializer.is_valid(raise_exception=True)
+        try:
+            model_version = registry.model_rollback(
+                project_id=project_id, actor=_actor(request), reason=serializer.validated_data.get("reason", "")
+            )
+        except registry.NoRollback as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         context = {"aliases": registry.aliases_of(project_id=project_id)}
         return Response(s.ModelOut(model_version, context=context).data)
 
