@@ -1,6 +1,6 @@
 """When the loop acts by itself: cutting a version and training after enough new labels, on a
-schedule (retrain.every_hours, checked by a periodic task), or on drift (the drift check enqueues
-tasks.dataset_cut_and_train(project_id, "drift") when retrain.on_drift is set).
+schedule (retrain.every_hours, checked by a periodic task), or on drift (the drift check calls
+retrain_for_drift(project_id=...) when retrain.on_drift is set).
 
 The check is level-triggered (enough labels since the last version's watermark?) and claimed with
 a conditional UPDATE, so a burst of labels enqueues one cut and a lost message is renewed after
@@ -77,6 +77,16 @@ def on_labels_finalized(project_id: int) -> None:
                 raise
     except Exception:
         logger.exception("could not enqueue the retrain check of project %s", project_id)
+
+
+def retrain_for_drift(*, project_id: int) -> None:
+    """The drift check's hook (issue 3): cut a version and train it, trigger "drift", after the
+    caller's commit. The caller decides that the drift is new (one drift trains once); this only
+    enqueues. A version unchanged since the last cut finds its existing run (one run per version
+    and config), so a drift with no new labels trains only when the config changed."""
+    from feedback import tasks
+
+    transaction.on_commit(partial(tasks.dataset_cut_and_train.delay, project_id, "drift"))
 
 
 def score_later(*, project_id: int, first_id: int, last_id: int) -> None:

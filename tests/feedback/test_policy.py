@@ -112,7 +112,7 @@ def test_drift_trigger_finds_the_run_of_an_unchanged_version(project: Project, r
     project.save()
     with run_on_commit():
         samples_ingest(project=project, items=rows(2, start=60, labeled=True), actor=None)
-        tasks.dataset_cut_and_train.delay(project.pk, "drift")
+        policy.retrain_for_drift(project_id=project.pk)  # the drift check's hook
     newest = TrainingRun.objects.filter(project=project).latest("id")
     assert newest.trigger == "drift" and newest.dataset_version.version == 2
 
