@@ -138,9 +138,10 @@ def _reviews(role: str | None) -> bool:
 # --- handing out ------------------------------------------------------------------------------
 
 
-def task_lease_next(*, project: Project, user: User, role: str) -> LeasedTask | None:
+def task_lease_next(*, project: Project, user: User, role: str, reviews: bool = True) -> LeasedTask | None:
     """Lease the next task for ``user`` (a member with ``role``, checked by the caller); None when
-    nothing is left for them.
+    nothing is left for them. ``reviews=False`` leaves review tasks out even for reviewers (the
+    annotator page, where reviews are not answered but decided on the reviewer's page).
 
     Gold first when the project's gold_rate draw says so (and label work remains for the user),
     then review tasks for reviewers and managers, then label tasks, each by priority. Never a task
@@ -149,7 +150,7 @@ def task_lease_next(*, project: Project, user: User, role: str) -> LeasedTask | 
     statement on PostgreSQL); locks the chosen task row and the rows it inspects, skipping rows
     other transactions hold.
     """
-    handed = _lease_next(project.pk, user, roles=TAKES_TASKS, project=project, role=role)
+    handed = _lease_next(project.pk, user, roles=TAKES_TASKS, project=project, role=role, reviews=reviews)
     return handed.leased
 
 
@@ -161,7 +162,13 @@ def task_lease_next_checked(*, project_id: int, user: User, roles: Sequence[str]
 
 
 def _lease_next(
-    project_id: int, user: User, *, roles: Sequence[str], project: Project | None, role: str | None
+    project_id: int,
+    user: User,
+    *,
+    roles: Sequence[str],
+    project: Project | None,
+    role: str | None,
+    reviews: bool = True,
 ) -> HandOut:
     now = timezone.now()
     if connection.vendor == "postgresql":
@@ -175,6 +182,7 @@ def _lease_next(
                 now=now,
                 lease_default=DEFAULTS["queue"]["lease_seconds"],
                 show_default=DEFAULTS["queue"]["show_suggestion"],
+                with_reviews=reviews,
             )
             if not picked.busy or pause is None:
                 break
@@ -212,7 +220,7 @@ def _lease_next(
             return HandOut(Access.NOT_FOUND, None, None)
         if role != "staff" and role not in roles:
             return HandOut(Access.FORBIDDEN, role, None)
-    return HandOut(None, role, _lease_next_orm(project, user, role, now))
+    return HandOut(None, role, _lease_next_orm(project, user, role, now, reviews))
 
 
 def _eligible(project: Project, user: User, now: datetime, kind: str) -> Any:
@@ -235,12 +243,12 @@ def _candidates(project: Project, user: User, now: datetime, kind: str, after: t
     return qs.order_by("-priority", "id").select_for_update(skip_locked=True, of=("self",))
 
 
-def _lease_next_orm(project: Project, user: User, role: str, now: datetime) -> LeasedTask | None:
+def _lease_next_orm(project: Project, user: User, role: str, now: datetime, reviews: bool) -> LeasedTask | None:
     queue_settings = ProjectSettings.of(project.settings).queue
     expires_at = now + timedelta(seconds=queue_settings["lease_seconds"])
     show = bool(queue_settings["show_suggestion"])
     gold_first = project.gold_rate > 0 and random.random() < project.gold_rate
-    kinds: list[str] = [TaskKind.REVIEW] if _reviews(role) else []
+    kinds: list[str] = [TaskKind.REVIEW] if reviews and _reviews(role) else []
     kinds.append(TaskKind.LABEL)
     for pause in (*BUSY_PAUSES, None):
         with transaction.atomic():

@@ -90,7 +90,7 @@ NEXT = (
     + _WHO.format(project="%(project)s")
     + """, go AS (
     SELECT id,
-        role = 'staff' OR role = ANY(%(review_roles)s::text[]) AS reviews,
+        %(with_reviews)s::boolean AND (role = 'staff' OR role = ANY(%(review_roles)s::text[])) AS reviews,
         gold_rate > 0 AND random() < gold_rate AS gold_first,
         %(now)s::timestamptz + make_interval(
             secs => COALESCE((settings #>> '{queue,lease_seconds}')::int, %(lease_default)s::int)) AS expires,
@@ -283,6 +283,7 @@ def lease_next(
     now: datetime,
     lease_default: int,
     show_default: bool,
+    with_reviews: bool = True,
 ) -> Picked:
     """Run NEXT (inside a transaction or not: alone it is one)."""
     row = _run(
@@ -293,6 +294,7 @@ def lease_next(
             "staff": staff,
             "roles": list(roles),
             "review_roles": list(review_roles),
+            "with_reviews": with_reviews,
             "now": now,
             "lease_default": lease_default,
             "show_default": show_default,

@@ -242,6 +242,17 @@ def reviews_pending(*, project: Project, limit: int, offset: int = 0) -> list[Re
     return _review_items(tasks)
 
 
+def review_item(*, project: Project, task_id: int) -> ReviewItem | None:
+    """One item of the reviewer's page: a review task of the project (pending or decided), or a
+    done label task of it, with every answer on its sample and its trail."""
+    task = (
+        Task.objects.filter(pk=task_id, project=project, kind__in=[TaskKind.REVIEW, TaskKind.LABEL])
+        .select_related("sample")
+        .first()
+    )
+    return _review_items([task])[0] if task is not None else None
+
+
 def disagreements(*, project: Project, limit: int) -> list[ReviewItem]:
     """Samples whose final label a majority made over answers that disagreed (confidence below 1),
     no reviewer having decided since, newest first; each with the done label task and its answers.
