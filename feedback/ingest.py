@@ -19,7 +19,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from feedback import policy, uncertainty
+from feedback import policy, selection_tasks, uncertainty
 from feedback.models import ModelVersion, SampleScore
 from feedback.rows import ValidRow, check_batch
 from labeling.models import Project, Reason
@@ -142,6 +142,8 @@ def _store(
         unscored = [sample_id for i, sample_id in stored if not has_probabilities[i] and rows[i].label is None]
         if unscored and ModelVersion.objects.filter(project=project).exists():
             policy.score_later(project_id=project.pk, first_id=min(unscored), last_id=max(unscored))
+        if any(rows[i].label is None for i, _ in stored):
+            selection_tasks.drift_scan_soon(project_id=project.pk)
     return IngestResult(created=added.n_created, duplicates=added.n_duplicates, rejected=rejected)
 
 
