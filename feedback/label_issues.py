@@ -3,6 +3,10 @@
 - ``out_of_fold_probabilities(make_estimator, X, y, n_classes=, n_splits=, shuffle=, seed=)``: predicted
   class probabilities for every row from a model that never saw that row (stratified K-fold
   ``cross_val_predict``), shape (n, n_classes). Labels are integer class indices ``0..n_classes-1``.
+- ``out_of_fold_with(fit_predict, y, n_classes=, n_splits=, shuffle=, seed=)``: the same folds, with the
+  fitting left to the caller: ``fit_predict(train_rows, test_rows)`` fits whatever model it likes on
+  the training rows and returns its probabilities for the test rows (the product fits the
+  project's own pipeline per fold this way).
 - ``find_label_issues(probabilities, labels, unconfident_weight=) -> LabelIssues``: the rows whose given
   label is unlikely, most likely wrong first, each with a suggested label and a score.
 
@@ -155,21 +159,13 @@ def out_of_fold_probabilities(
     with probability 1. ``shuffle`` with ``seed`` breaks any order in the rows (by time, by source),
     which otherwise makes the folds differ more than new data would.
     """
-    target = np.asarray(y)
-    if target.ndim != 1 or (target.size and not np.issubdtype(target.dtype, np.integer)):
-        raise ValueError("y must be a 1-D array of integer class indices")
-    k = int(target.max()) + 1 if n_classes is None and target.size else int(n_classes or 0)
-    if target.size and (target.min() < 0 or target.max() >= k):
-        raise ValueError(f"y must lie in 0..{k - 1}")
+    target, k = _targets(y, n_classes)
     out = np.zeros((target.size, k))
-    present, per_class = np.unique(target, return_counts=True)
+    present = np.unique(target)
     if present.size == 1:
         out[:, present[0]] = 1.0
         return out
-    folds = min(n_splits, int(per_class.max()))
-    if folds < 2:
-        raise ValueError("cross-validation needs some class with at least two rows")
-    splitter = StratifiedKFold(n_splits=folds, shuffle=shuffle, random_state=seed if shuffle else None)
+    splitter = _splitter(target, n_splits, shuffle, seed)
     with warnings.catch_warnings():
         # Both warnings describe the rare-class handling documented above.
         warnings.filterwarnings("ignore", message="The least populated class in y", category=UserWarning)
@@ -177,4 +173,54 @@ def out_of_fold_probabilities(
         predicted = cross_val_predict(make_estimator(), X, target, cv=splitter, method="predict_proba")
     # cross_val_predict orders its columns by the classes present in y.
     out[:, present] = predicted
+    return out
+
+
+def _targets(y: ArrayLike, n_classes: int | None) -> tuple[NDArray[np.intp], int]:
+    target = np.asarray(y)
+    if target.ndim != 1 or (target.size and not np.issubdtype(target.dtype, np.integer)):
+        raise ValueError("y must be a 1-D array of integer class indices")
+    k = int(target.max()) + 1 if n_classes is None and target.size else int(n_classes or 0)
+    if target.size and (target.min() < 0 or target.max() >= k):
+        raise ValueError(f"y must lie in 0..{k - 1}")
+    return target.astype(np.intp), k
+
+
+def _splitter(target: NDArray[np.intp], n_splits: int, shuffle: bool, seed: int) -> StratifiedKFold:
+    _, per_class = np.unique(target, return_counts=True)
+    folds = min(n_splits, int(per_class.max()))
+    if folds < 2:
+        raise ValueError("cross-validation needs some class with at least two rows")
+    return StratifiedKFold(n_splits=folds, shuffle=shuffle, random_state=seed if shuffle else None)
+
+
+def out_of_fold_with(
+    fit_predict: Callable[[NDArray[np.intp], NDArray[np.intp]], ArrayLike],
+    y: ArrayLike,
+    *,
+    n_classes: int | None = None,
+    n_splits: int = 5,
+    shuffle: bool = True,
+    seed: int = 0,
+) -> NDArray[np.float64]:
+    """``out_of_fold_probabilities`` with the same folds and rare-class rules, the model left to
+    the caller: ``fit_predict(train_rows, test_rows)`` gets two arrays of row indices, fits on the
+    first only and returns probabilities (len(test_rows), n_classes) for the second, columns the
+    classes ``0..n_classes-1``."""
+    target, k = _targets(y, n_classes)
+    out = np.zeros((target.size, k))
+    present = np.unique(target)
+    if present.size == 0:
+        return out
+    if present.size == 1:
+        out[:, present[0]] = 1.0
+        return out
+    splitter = _splitter(target, n_splits, shuffle, seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class in y", category=UserWarning)
+        for train, test in splitter.split(np.zeros((target.size, 1)), target):
+            predicted = np.asarray(fit_predict(train.astype(np.intp), test.astype(np.intp)), dtype=np.float64)
+            if predicted.shape != (test.size, k):
+                raise ValueError(f"fit_predict must return shape ({test.size}, {k}), got {predicted.shape}")
+            out[test] = predicted
     return out

@@ -23,6 +23,12 @@ Two ways in:
     prior's, with few it stays close to it.
   - ``review_selection(confidence=, threshold=, tied=None, n_answers=None) -> ReviewSelection``: the
     items that need a reviewer: majority-vote ties and labels whose confidence is below a threshold.
+  - ``posteriors_given(items, annotators, labels, n_items=, confusion=, priors=)``: one E-step of
+    Dawid-Skene with the confusion matrices and priors held fixed (e.g. those of an earlier
+    estimate): P(true label | answers) per item, without re-estimating anything. Cheap enough for
+    one task's answers on the answer path. ``prior_confusion(n_labels)`` is the matrix
+    ``dawid_skene`` gives an annotator it has no answers from (the Dirichlet prior's mean).
+  - ``top_is_tied(scores)``: per row, whether another column equals the row's maximum.
 
 Confusion matrices are indexed ``[annotator, true label, answered label]``; each row sums to 1. An
 annotator's estimated accuracy is ``sum_k priors[k] * confusion[a, k, k]``: the chance that they give
@@ -153,6 +159,29 @@ def _one_coin(counts: NDArray[np.float64]) -> NDArray[np.float64]:
     return out
 
 
+_FEW_COLUMNS = 32
+
+
+def _row_max(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    if values.shape[1] > _FEW_COLUMNS or values.shape[1] == 0:
+        out: NDArray[np.float64] = values.max(axis=1, initial=-np.inf)
+        return out
+    top = values[:, 0].copy()
+    for column in range(1, values.shape[1]):
+        np.maximum(top, values[:, column], out=top)
+    return top
+
+
+def _row_sum(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    if values.shape[1] > _FEW_COLUMNS or values.shape[1] == 0:
+        out: NDArray[np.float64] = values.sum(axis=1)
+        return out
+    total = values[:, 0].copy()
+    for column in range(1, values.shape[1]):
+        total += values[:, column]
+    return total
+
+
 def dawid_skene(
     items: ArrayLike,
     annotators: ArrayLike,
@@ -216,6 +245,13 @@ def dawid_skene(
     incidence_t = incidence.T.tocsr()
     converged = False
     iterations = 0
+    # Per iteration the work is a few passes over (n_items, n_labels) arrays; these keep each pass
+    # cheap: a dot product for the class mass (a boolean mask would copy the rows), gold rows by
+    # index, and row maxima and sums over the few label columns (numpy's reductions along a short
+    # last axis cost several times more).
+    informative_weight = informative.astype(np.float64)
+    gold_rows = np.flatnonzero(is_gold)
+    gold_values = gold[gold_rows]
     for _ in range(max_iter):
         iterations += 1
         # M-step: expected counts of (annotator, answered, true) under the current posteriors.
@@ -225,23 +261,25 @@ def dawid_skene(
             confusion += shrinkage * _one_coin(confusion)
         confusion /= confusion.sum(axis=2, keepdims=True)
         # One pseudo-item per class keeps a class that no item currently favours possible.
-        class_mass = posteriors[informative].sum(axis=0) + 1.0
+        class_mass = informative_weight @ posteriors + 1.0
         priors = class_mass / class_mass.sum()
 
         # E-step, in logs: a product of many small probabilities underflows.
         log_confusion = np.log(confusion).transpose(0, 2, 1).reshape(n_annotators * n_labels, n_labels)
-        log_joint = np.log(priors) + np.asarray(incidence @ log_confusion)
-        top = log_joint.max(axis=1, keepdims=True)
-        joint = np.exp(log_joint - top)
-        updated = joint / joint.sum(axis=1, keepdims=True)
-        updated[is_gold] = gold[is_gold]
+        log_joint = np.asarray(incidence @ log_confusion)
+        log_joint += np.log(priors)
+        top = _row_max(log_joint)
+        joint = np.exp(log_joint - top[:, None])
+        total = _row_sum(joint)
+        updated = joint / total[:, None]
+        updated[gold_rows] = gold_values
         shift = float(np.abs(updated - posteriors).max(initial=0.0))
         posteriors = updated
         if shift < tol:
             converged = True
             break
 
-    log_evidence = np.where(is_gold, (log_joint * gold).sum(axis=1), top[:, 0] + np.log(joint.sum(axis=1)))
+    log_evidence = np.where(is_gold, (log_joint * gold).sum(axis=1), top + np.log(total))
     accuracy = np.einsum("k,akk->a", priors, confusion)
     return DawidSkene(
         posteriors=_frozen(posteriors),
@@ -256,6 +294,63 @@ def dawid_skene(
         converged=converged,
         log_likelihood=float(log_evidence[informative].sum()),
     )
+
+
+def prior_confusion(n_labels: int, *, smoothing: float = 0.5, diagonal: float = 1.0) -> NDArray[np.float64]:
+    """The confusion matrix ``dawid_skene`` (with the same prior) gives an annotator with no answers."""
+    if n_labels < 1 or smoothing < 0 or diagonal < 0 or smoothing + diagonal == 0:
+        raise ValueError("n_labels must be >= 1 and smoothing, diagonal >= 0, not both 0")
+    pseudo = np.full((n_labels, n_labels), smoothing) + diagonal * np.eye(n_labels)
+    out: NDArray[np.float64] = pseudo / pseudo.sum(axis=1, keepdims=True)
+    return out
+
+
+def posteriors_given(
+    items: ArrayLike,
+    annotators: ArrayLike,
+    labels: ArrayLike,
+    *,
+    n_items: int,
+    confusion: ArrayLike,
+    priors: ArrayLike,
+) -> NDArray[np.float64]:
+    """P(true label | answers) per item, shape (n_items, n_labels), under fixed ``confusion``
+    (n_annotators, n_labels, n_labels), indexed [annotator, true, answered], rows summing to 1) and
+    class ``priors`` (n_labels,). Items without answers get the priors. Zeros in ``confusion`` are
+    allowed (an answer then rules a class out), but not an item whose answers rule out every class."""
+    matrices = np.asarray(confusion, dtype=np.float64)
+    prior = np.asarray(priors, dtype=np.float64)
+    if matrices.ndim != 3 or matrices.shape[1] != matrices.shape[2]:
+        raise ValueError("confusion must have shape (n_annotators, n_labels, n_labels)")
+    n_annotators, n_labels = matrices.shape[0], matrices.shape[1]
+    if prior.shape != (n_labels,) or (prior < 0).any() or prior.sum() <= 0:
+        raise ValueError("priors must be (n_labels,) non-negative and not all 0")
+    item_idx, label_idx = _answers(items, labels, n_items, n_labels)
+    annotator_idx = _index_array(annotators, n_annotators, "annotators")
+    if annotator_idx.shape != item_idx.shape:
+        raise ValueError("items, annotators and labels must have the same length")
+    with np.errstate(divide="ignore"):
+        log_joint = np.tile(np.log(prior / prior.sum()), (n_items, 1))
+        # matrices[a, :, l] for each answer: P(answered l | true k) over k, shape (answers, n_labels).
+        np.add.at(log_joint, item_idx, np.log(matrices[annotator_idx, :, label_idx]))
+    top = log_joint.max(axis=1, keepdims=True)
+    if n_items and not np.isfinite(top).all():
+        raise ValueError("the answers on some item rule out every label")
+    joint = np.exp(log_joint - top)
+    out: NDArray[np.float64] = joint / joint.sum(axis=1, keepdims=True)
+    return out
+
+
+def top_is_tied(scores: ArrayLike, *, tolerance: float = 1e-9) -> NDArray[np.bool_]:
+    """Per row of ``scores`` (n, k): whether a second column is within ``tolerance`` of the maximum."""
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError("scores must be a 2-D array")
+    if values.shape[1] < 2:
+        return np.zeros(values.shape[0], dtype=bool)
+    top_two = -np.partition(-values, 1, axis=1)[:, :2]
+    out: NDArray[np.bool_] = (top_two[:, 0] - top_two[:, 1]) <= tolerance
+    return out
 
 
 @dataclass(frozen=True, eq=False)

@@ -41,3 +41,33 @@ def test_the_database_refuses_updates_and_deletes(project: Project, make_user: A
             cursor.execute(statement, [change.pk])
     change.refresh_from_db()
     assert change.new_label == "dog"
+
+
+def test_every_change_of_a_final_label_is_in_the_trail_and_on_the_sample_page(
+    project: Project, make_user: Any, manager: User
+) -> None:
+    from django.test import Client
+
+    from labeling.models import Task, TaskKind
+    from labeling.services.review import review_decide, review_request
+
+    samples_add_bulk(project=project, items=[NewSample(external_id="known", data={"x": 2.0}, label="cat")], actor=None)
+    change = _answered(project, make_user("ann"))  # t1: majority, dog
+    review_request(project_id=project.pk, sample_ids=[change.sample_id])
+    review = Task.objects.get(sample_id=change.sample_id, kind=TaskKind.REVIEW)
+    review_decide(task_id=review.pk, reviewer=manager, label="bird", why="the beak")
+    trail = list(
+        LabelChange.objects.filter(project=project)
+        .order_by("id")
+        .values_list("sample__external_id", "old_label", "new_label", "method", "actor__username", "reason")
+    )
+    assert trail == [
+        ("known", None, "cat", "import", None, ""),
+        ("t1", None, "dog", "majority", None, ""),
+        ("t1", "dog", "bird", "review", "manager", "the beak"),
+    ]
+    browser = Client()
+    browser.force_login(manager)
+    html = browser.get(f"/projects/{project.pk}/samples/t1/").content.decode()
+    rows = html.split("History of the final label", 1)[1].split("</table>", 1)[0]
+    assert rows.index("majority") < rows.index("review") and "the beak" in rows and "manager" in rows
