@@ -1,5 +1,6 @@
 """The annotator page in a real browser (Debian's Chromium through Playwright) against the live server:
-log in, label with the keyboard, skip, reach the end of the queue. Screenshots go to test-artifacts/."""
+log in, label with the keyboard, undo, skip, see the counters change, reach the end of the queue.
+Screenshots go to test-artifacts/."""
 
 import base64
 import io
@@ -159,11 +160,20 @@ def test_label_with_the_keyboard_until_the_queue_is_empty(
     for number, label in enumerate(project.labels, start=1):
         expect(page.get_by_role("button", name=f"{number} {label}")).to_be_visible()
 
-    # A reload resumes the held task instead of leasing another one.
+    # A reload resumes the held task instead of leasing another one; the next one is held already.
     page.reload()
     expect(sample).to_have_attribute("data-task", str(tasks[0].pk))
-    assert Lease.objects.filter(user=annotator).count() == 1
+    assert set(Lease.objects.filter(user=annotator).values_list("task_id", flat=True)) == {tasks[0].pk, tasks[1].pk}
+    expect(page.locator("#next .sample")).to_have_attribute("data-task", str(tasks[1].pk))
     _shot(page, "02-first-task")
+
+    # The keys, on `?`; Escape closes them.
+    page.keyboard.press("?")
+    expect(page.get_by_role("dialog", name="Keyboard")).to_be_visible()
+    expect(page.get_by_role("dialog")).to_contain_text("undo your last answer")
+    _shot(page, "03-help")
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0)
 
     # From here on no full page load may happen: this global would be lost.
     page.evaluate("window.__sameDocument = 'still here'")
@@ -175,8 +185,21 @@ def test_label_with_the_keyboard_until_the_queue_is_empty(
         expect(page.locator("#left")).to_have_text(str(6 - i))
         expect(page.locator("#task .field-text p")).to_have_text(f"Pet number {i + 1} <b>not bold</b>")
         if i == 2:
-            _shot(page, "03-after-three")
+            _shot(page, "04-after-three")
     assert page.evaluate("window.__sameDocument") == "still here"
+
+    # `u` takes the fifth answer back: that task is on screen again and the counters go back.
+    expect(page.locator("#undo")).to_contain_text("Saved dog")
+    page.keyboard.press("u")
+    expect(sample).to_have_attribute("data-task", str(tasks[4].pk))
+    expect(page.locator("#notice")).to_contain_text("Answer taken back")
+    expect(page.locator("#done-today")).to_have_text("4")
+    expect(page.locator("#left")).to_have_text("3")
+    _shot(page, "05-after-undo")
+    page.keyboard.press("2")
+    expect(sample).to_have_attribute("data-task", str(tasks[5].pk))
+    expect(page.locator("#done-today")).to_have_text("5")
+    expect(page.locator("#left")).to_have_text("2")
 
     # A held-down key repeats; the repeats are ignored, so `s` then skips the sixth task: the counter
     # of done work stays, the queue shrinks.
@@ -185,13 +208,13 @@ def test_label_with_the_keyboard_until_the_queue_is_empty(
     expect(sample).to_have_attribute("data-task", str(tasks[6].pk))
     expect(page.locator("#done-today")).to_have_text("5")
     expect(page.locator("#left")).to_have_text("1")
-    _shot(page, "04-after-skip")
+    _shot(page, "06-after-skip")
 
     # The narrow (phone) layout of the same task: nothing wider than the screen.
     page.set_viewport_size({"width": 390, "height": 844})
     expect(page.get_by_role("button", name="3 bird")).to_be_in_viewport()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    _shot(page, "05-narrow")
+    _shot(page, "07-narrow")
     page.set_viewport_size({"width": 1280, "height": 800})
 
     # The last one by mouse, so a click sends its label as well as a key press does.
@@ -203,7 +226,7 @@ def test_label_with_the_keyboard_until_the_queue_is_empty(
     assert page.evaluate("window.__sameDocument") == "still here"
     page.keyboard.press("1")  # nothing to answer any more: a stray key does nothing
     expect(page.get_by_role("status")).to_contain_text("Nothing left to label")
-    _shot(page, "06-empty")
+    _shot(page, "08-empty")
 
     answers = list(
         Annotation.objects.filter(user=annotator).order_by("id").values_list("task_id", "label", "duration_ms")
@@ -213,7 +236,7 @@ def test_label_with_the_keyboard_until_the_queue_is_empty(
         (tasks[1].pk, "dog"),
         (tasks[2].pk, "bird"),
         (tasks[3].pk, "cat"),
-        (tasks[4].pk, "dog"),
+        (tasks[4].pk, "dog"),  # answered, taken back, answered again: one answer
         (tasks[6].pk, "bird"),
     ]
     assert all(duration is not None and duration >= 0 for _, _, duration in answers), answers
@@ -248,7 +271,7 @@ def test_failures_and_lost_sessions_are_not_silent(
         "Not sent: the server could not be reached. Try again, or reload the page."
     )
     expect(sample).to_have_attribute("data-task", str(tasks[0].pk))
-    _shot(page, "07-network-failure")
+    _shot(page, "09-network-failure")
     page.unroute("**/answer/")
     page.keyboard.press("1")
     expect(sample).to_have_attribute("data-task", str(tasks[1].pk))
