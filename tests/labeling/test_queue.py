@@ -2,13 +2,29 @@
 
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
 from labeling import queue
-from labeling.models import Annotation, Label, LabelChange, Lease, LeaseStatus, Project, Role, Sample, Task, TaskStatus
+from labeling.models import (
+    Annotation,
+    Gold,
+    Label,
+    LabelChange,
+    LabelMethod,
+    Lease,
+    LeaseStatus,
+    Project,
+    Reason,
+    Role,
+    Sample,
+    Task,
+    TaskKind,
+    TaskStatus,
+)
 from labeling.services.people import Conflict, member_set
 from labeling.services.projects import project_create
 from labeling.services.samples import NewSample, samples_add_bulk
@@ -158,3 +174,101 @@ def test_reprioritize_sets_pending_label_tasks_only(manager: User) -> None:
     assert Task.objects.get(sample_id=ids[2]).priority == 0.3
     other = project_create(creator=manager, name="other", labels=["a", "b"], schema={"x": "numeric"})
     assert queue.tasks_reprioritize(project_id=other.pk, updates=[(ids[1], 0.5, "uncertainty")]) == 0
+
+
+def make_gold(project: Project, sample_ids: list[int], label: str) -> list[int]:
+    """Gold samples as labeling.services.gold makes them (issue 6's service, not needed here): a
+    Gold row, the pending label task cancelled, one never-done gold task at priority 0."""
+    Gold.objects.bulk_create([Gold(sample_id=s, project=project, label=label) for s in sample_ids])
+    Task.objects.filter(sample_id__in=sample_ids, kind=TaskKind.LABEL, status=TaskStatus.PENDING).update(
+        status=TaskStatus.CANCELLED
+    )
+    gold = [
+        Task(project=project, sample_id=s, kind=TaskKind.GOLD, reason=Reason.GOLD, overlap=32767, priority=0.0)
+        for s in sample_ids
+    ]
+    return [task.pk for task in Task.objects.bulk_create(gold)]
+
+
+def test_gold_is_mixed_in_at_its_rate_once_per_annotator_and_not_told(manager: User, make_user: Any) -> None:
+    project = _project(manager)
+    project.gold_rate = 0.3
+    project.save(update_fields=["gold_rate"])
+    ids = _add(project, [0.5 + i / 1000 for i in range(120)])
+    gold_tasks = set(make_gold(project, ids[:40], "a"))
+    first, second = _people(make_user, project, 2)
+    handed = []
+    for _ in range(60):
+        leased = queue.task_lease_next(project=project, user=first, role="annotator")
+        assert leased is not None
+        assert leased.reason != "gold" and queue.shown_kind(leased.task) == "label"  # never told
+        handed.append(leased.task.pk)
+        queue.annotation_submit(task_id=leased.task.pk, user=first, label="a")
+    gold_share = sum(task in gold_tasks for task in handed) / len(handed)
+    assert 0.1 < gold_share < 0.5, gold_share  # 0.3 expected; outside this with odds below 1e-4
+    assert len(set(handed)) == len(handed)  # each gold task once to this annotator
+    # Gold answers stay answers: the gold task is still pending, for the next annotator, and no label.
+    some_gold = next(task for task in handed if task in gold_tasks)
+    assert Task.objects.get(pk=some_gold).status == TaskStatus.PENDING
+    assert not Label.objects.filter(sample_id__in=ids[:40]).exists()
+    project.gold_rate = 0.0
+    project.save(update_fields=["gold_rate"])
+    for _ in range(10):
+        leased = queue.task_lease_next(project=project, user=second, role="annotator")
+        assert leased is not None and leased.task.pk not in gold_tasks
+
+
+def test_gold_waits_while_no_label_work_is_left(manager: User, make_user: Any) -> None:
+    """A gold task alone would give itself away (and never ends): none once label work is done."""
+    project = _project(manager)
+    project.gold_rate = 1.0
+    project.save(update_fields=["gold_rate"])
+    ids = _add(project, [0.5, 0.4])
+    (gold_task,) = make_gold(project, ids[:1], "a")
+    (user,) = _people(make_user, project, 1)
+    first = queue.task_lease_next(project=project, user=user, role="annotator")
+    assert first is not None and first.task.pk == gold_task  # gold first at rate 1, label work remaining
+    queue.annotation_submit(task_id=first.task.pk, user=user, label="b")
+    second = queue.task_lease_next(project=project, user=user, role="annotator")
+    assert second is not None and second.task.sample_id == ids[1]
+    queue.annotation_submit(task_id=second.task.pk, user=user, label="b")
+    assert queue.task_lease_next(project=project, user=user, role="annotator") is None
+
+
+def test_undo_takes_the_answer_back_within_the_grace_period(manager: User, make_user: Any) -> None:
+    project = _project(manager)
+    (sample_id,) = _add(project, [0.5])
+    first, second = _people(make_user, project, 2)
+    leased = queue.task_lease_next(project=project, user=first, role="annotator")
+    assert leased is not None
+    queue.annotation_submit(task_id=leased.task.pk, user=first, label="b")
+    assert Label.objects.get(sample_id=sample_id).label == "b"
+    with pytest.raises(Conflict):
+        queue.annotation_undo(task_id=leased.task.pk, user=second)  # not theirs
+    back = queue.annotation_undo(task_id=leased.task.pk, user=first)
+    assert back.task.pk == leased.task.pk and back.expires_at > timezone.now()
+    assert not Annotation.objects.exists()
+    assert not Label.objects.filter(sample_id=sample_id).exists()  # the label it made is gone
+    trail = list(LabelChange.objects.filter(sample_id=sample_id).order_by("id").values_list("method", "new_label"))
+    assert trail == [(LabelMethod.MAJORITY, "b"), (LabelMethod.UNDO, None)]
+    task = Task.objects.get(pk=leased.task.pk)
+    assert (task.status, task.n_answers, task.n_leased) == (TaskStatus.PENDING, 0, 1)
+    assert queue.task_lease_next(project=project, user=second, role="annotator") is None  # leased back to first
+    queue.annotation_submit(task_id=leased.task.pk, user=first, label="c")
+    assert Label.objects.get(sample_id=sample_id).label == "c"
+
+    later = timezone.now() + timedelta(seconds=31)  # queue.undo_seconds defaults to 30
+    with mock.patch("django.utils.timezone.now", return_value=later), pytest.raises(Conflict, match="too late"):
+        queue.annotation_undo(task_id=leased.task.pk, user=first)
+    assert Annotation.objects.get().label == "c"
+
+
+def test_tasks_release_frees_the_leases_of_a_closed_page(manager: User, make_user: Any) -> None:
+    project = _project(manager)
+    _add(project, [0.5, 0.4])
+    first, second = _people(make_user, project, 2)
+    held = [queue.task_lease_next(project=project, user=first, role="annotator") for _ in range(2)]
+    assert all(held) and queue.task_lease_next(project=project, user=second, role="annotator") is None
+    released = queue.tasks_release(project_id=project.pk, user=first, task_ids=[h.task.pk for h in held if h])
+    assert released == 2
+    assert queue.task_lease_next(project=project, user=second, role="annotator") is not None

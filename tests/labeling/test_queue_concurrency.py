@@ -18,6 +18,7 @@ from labeling.services.counters import project_counters
 from labeling.services.people import Conflict, member_set
 from labeling.services.projects import project_create
 from labeling.services.samples import NewSample, samples_add_bulk
+from tests.labeling.test_queue import make_gold
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -134,12 +135,9 @@ def test_many_annotators_at_once(make_user: Any, overlap: int) -> None:
 def test_gold_mixed_in_under_load_once_per_annotator(make_user: Any) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("SKIP LOCKED concurrency is a PostgreSQL property")
-    from labeling.services.gold import gold_set
-
     project, users = _crowd(make_user, 1, gold_rate=0.3)
     golden = list(Sample.objects.filter(project=project).order_by("id").values_list("pk", flat=True)[:5])
-    gold_set(project_id=project.pk, items=[(s, "a") for s in golden], actor=None)
-    gold_tasks = set(Task.objects.filter(project=project, kind=TaskKind.GOLD).values_list("pk", flat=True))
+    gold_tasks = set(make_gold(project, golden, "a"))
     run = _run(project, users)
 
     stored = list(Annotation.objects.filter(project_id=project.pk).values_list("task_id", "user_id"))
