@@ -17,7 +17,7 @@ index-free sort of the samples' ids and times, then their data by id), each doma
 most ``REQUEST_DOMAIN_ROWS`` rows a side. The background scan (``drift_scan``, after ingest) measures
 the newest complete windows not measured yet, writes each of their samples' drift score, queues
 samples from a drifted region (a re-rank gives them the ``drift`` budget), and triggers retraining
-once per drift when ``retrain.on_drift`` is set.
+once per drift when ``retrain.on_drift`` is set (``feedback.policy.retrain_for_drift``).
 """
 
 import logging
@@ -26,7 +26,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ from django.utils import timezone
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
-from feedback import datasets, drift, features, pipelines, registry
+from feedback import datasets, drift, features, pipelines, policy, registry
 from feedback.models import DatasetVersion, RetrainState, SampleScore
 from labeling.bulk import update_from_arrays
 from labeling.models import LabelMethod, Project, Sample
@@ -320,7 +319,7 @@ def drift_scan(*, project_id: int) -> ScanResult:
     Idempotent (measured windows are skipped). One scan per project at a time (an advisory lock on
     PostgreSQL; a scan that finds it taken returns at once).
     """
-    from feedback import selection, tasks
+    from feedback import selection
 
     nothing = ScanResult(scanned=0, drifted=0, scored=0, retrain=False)
     project = Project.objects.filter(pk=project_id).first()
@@ -371,7 +370,7 @@ def drift_scan(*, project_id: int) -> ScanResult:
             retrain = False
             if results[-1].drifted and chosen.retrain["on_drift"] and _claim_retrain(project_id, version):
                 retrain = True
-                transaction.on_commit(partial(tasks.dataset_cut_and_train.delay, project_id, "drift"))
+                policy.retrain_for_drift(project_id=project_id)
         logger.info(
             "project %s: drift measured on %s window(s), %s drifted, %s samples scored%s",
             project_id,

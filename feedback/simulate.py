@@ -7,7 +7,11 @@ ingested unlabeled (``samples_ingest``), ``initial`` random pool rows are ingest
 oracle annotator takes tasks from the queue (``task_lease_next``) and answers the true label
 (``annotation_submit``) batch after batch, each batch's labels cutting a version, training and
 re-scoring through the same policy as production (Celery runs eagerly, in this process). After each
-model the newest model is scored on the held-out 30%. The projects are deleted at the end.
+model the newest model is scored on the held-out 30%.
+
+Each (strategy, seed) runs in one database transaction, rolled back at the end unless ``keep``:
+after each service call, what its commit would set off (on_commit callbacks) runs at once, so the
+loop turns as in production and nothing is left behind.
 
 Strategies: ``margin``, ``least_confidence``, ``entropy``, ``random`` (selection.strategy, plain) and
 ``diverse`` (margin with selection.diverse: the default). ``budgets="pure"`` sends every slot to the
@@ -29,7 +33,8 @@ from unittest import mock
 
 import numpy as np
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
+from numpy.typing import NDArray
 from sklearn.model_selection import train_test_split
 
 from feedback import features, pipelines, registry, training
@@ -154,27 +159,19 @@ def _accuracy(project: Project, X_test: Any, y_test: Sequence[str]) -> float:
     return float(np.mean(predicted == np.asarray(y_test, dtype=object)))
 
 
-def _delete(project: Project) -> None:
-    from feedback.models import (
-        AliasEvent,
-        DatasetMember,
-        DatasetTag,
-        DatasetVersion,
-        LabelIssue,
-        ModelAlias,
-        ModelVersion,
-        TrainingRun,
-    )
+class _Discard(Exception):
+    """Raised to roll a throwaway simulation back."""
 
-    with transaction.atomic():
-        for model in (ModelAlias, AliasEvent, LabelIssue, DatasetTag):
-            model.objects.filter(project=project).delete()
-        ModelVersion.objects.filter(project=project).delete()
-        TrainingRun.objects.filter(project=project).delete()
-        DatasetMember.objects.filter(project=project).delete()
-        DatasetVersion.objects.filter(project=project).update(parent=None)
-        DatasetVersion.objects.filter(project=project).delete()
-        project.delete()
+
+def _commit_point() -> None:
+    """Run what a commit would set off (the on_commit callbacks: cuts, training, re-scores), and what
+    those set off in turn, inside the simulation's one transaction. Rolling that transaction back
+    at the end leaves nothing behind; deleting the projects instead would be refused by PostgreSQL,
+    which keeps the trail of label changes append-only."""
+    while connection.run_on_commit:
+        callbacks, connection.run_on_commit = connection.run_on_commit, []
+        for entry in callbacks:  # (savepoint ids, callback, robust)
+            entry[1]()
 
 
 def simulate_one(
@@ -199,65 +196,90 @@ def simulate_one(
     X_test = features.matrix([dataset.rows[i] for i in test_idx], dataset.schema)
     y_test = [dataset.labels[i] for i in test_idx]
     truth = {f"r{i}": dataset.labels[i] for i in pool_idx}
-    tag = secrets.token_hex(3)
-    oracle = User.objects.create_user(f"sim-oracle-{tag}", password=secrets.token_urlsafe(16))
-    project = project_create(
-        creator=oracle,
-        name=f"simulate {dataset.name} {strategy} seed {seed} ({tag})",
-        labels=labels,
-        schema=dataset.schema,
-        settings=_settings(strategy, batch, budgets),
-    )
-    member_set(project=project, user=oracle, role=Role.ANNOTATOR)
     curve = Curve(strategy=strategy, seed=seed)
     try:
-        X_pool = features.matrix([dataset.rows[i] for i in pool_idx], dataset.schema)
-        full = pipelines.fit(
-            dataset.schema,
-            training.training_config(project),
-            X_pool,
-            np.array([truth[f"r{i}"] for i in pool_idx]),
-            seed=0,
-        )
-        probabilities = pipelines.probabilities_over(full, X_test, labels)
-        curve.full_accuracy = float(np.mean(np.array(labels, dtype=object)[probabilities.argmax(axis=1)] == y_test))
-        # Seed labels: random pool rows, redrawn until they hold two classes.
-        while True:
-            seeds = rng.choice(pool_idx, size=min(initial, len(pool_idx)), replace=False)
-            if len({dataset.labels[i] for i in seeds}) > 1 or len(set(dataset.labels)) < 2:
-                break
-        seeded = {int(i) for i in seeds}
-        unlabeled = [{"external_id": f"r{i}", "data": dataset.rows[i]} for i in pool_idx if int(i) not in seeded]
-        samples_ingest(project=project, items=unlabeled, actor=None)
-        labeled = [{"external_id": f"r{i}", "data": dataset.rows[i], "label": truth[f"r{i}"]} for i in seeds]
-        samples_ingest(project=project, items=labeled, actor=None)
-        if registry.newest(project_id=project.pk) is None:
-            from feedback import tasks
+        with transaction.atomic():
+            tag = secrets.token_hex(3)
+            oracle = User.objects.create_user(f"sim-oracle-{tag}", password=secrets.token_urlsafe(16))
+            project = project_create(
+                creator=oracle,
+                name=f"simulate {dataset.name} {strategy} seed {seed} ({tag})",
+                labels=labels,
+                schema=dataset.schema,
+                settings=_settings(strategy, batch, budgets),
+            )
+            member_set(project=project, user=oracle, role=Role.ANNOTATOR)
+            X_pool = features.matrix([dataset.rows[i] for i in pool_idx], dataset.schema)
+            y_pool = np.array([truth[f"r{i}"] for i in pool_idx])
+            full = pipelines.fit(dataset.schema, training.training_config(project), X_pool, y_pool, seed=0)
+            predicted = np.array(labels, dtype=object)[
+                pipelines.probabilities_over(full, X_test, labels).argmax(axis=1)
+            ]
+            curve.full_accuracy = float(np.mean(predicted == y_test))
+            _replay(
+                project, oracle, dataset, pool_idx, truth, rng, curve, X_test, y_test, initial, batch, budget, progress
+            )
+            if not keep:
+                raise _Discard
+    except _Discard:
+        pass
+    return curve
 
-            tasks.dataset_cut_and_train.delay(project.pk, "manual")
+
+def _replay(
+    project: Project,
+    oracle: User,
+    dataset: Dataset,
+    pool_idx: NDArray[np.intp],
+    truth: dict[str, str],
+    rng: np.random.Generator,
+    curve: Curve,
+    X_test: NDArray[Any],
+    y_test: list[str],
+    initial: int,
+    batch: int,
+    budget: int,
+    progress: Callable[[str], None] | None,
+) -> None:
+    """Ingest the pool and the seed labels, then label batch after batch as the queue hands out,
+    one commit point after each request (as the web process would commit it)."""
+    # Seed labels: random pool rows, redrawn until they hold two classes.
+    while True:
+        seeds = rng.choice(pool_idx, size=min(initial, len(pool_idx)), replace=False)
+        if len({dataset.labels[i] for i in seeds}) > 1 or len(set(dataset.labels)) < 2:
+            break
+    seeded = {int(i) for i in seeds}
+    unlabeled = [{"external_id": f"r{i}", "data": dataset.rows[i]} for i in pool_idx if int(i) not in seeded]
+    samples_ingest(project=project, items=unlabeled, actor=None)
+    _commit_point()
+    labeled = [{"external_id": f"r{i}", "data": dataset.rows[i], "label": truth[f"r{i}"]} for i in seeds]
+    samples_ingest(project=project, items=labeled, actor=None)
+    _commit_point()
+    if registry.newest(project_id=project.pk) is None:
+        from feedback import tasks
+
+        tasks.dataset_cut_and_train.delay(project.pk, "manual")
+        _commit_point()
+    n_labels = Label.objects.filter(project=project).count()
+    curve.points.append((n_labels, _accuracy(project, X_test, y_test)))
+    while n_labels < min(budget, len(pool_idx)):
+        answered = 0
+        for _ in range(min(batch, budget - n_labels)):
+            leased = queue.task_lease_next(project=project, user=oracle, role=Role.ANNOTATOR)
+            _commit_point()
+            if leased is None:
+                break
+            queue.annotation_submit(
+                task_id=leased.task.pk, user=oracle, label=truth[leased.sample.external_id], duration_ms=0
+            )
+            _commit_point()
+            answered += 1
+        if answered == 0:
+            break
         n_labels = Label.objects.filter(project=project).count()
         curve.points.append((n_labels, _accuracy(project, X_test, y_test)))
-        while n_labels < min(budget, len(pool_idx)):
-            answered = 0
-            for _ in range(min(batch, budget - n_labels)):
-                leased = queue.task_lease_next(project=project, user=oracle, role=Role.ANNOTATOR)
-                if leased is None:
-                    break
-                queue.annotation_submit(
-                    task_id=leased.task.pk, user=oracle, label=truth[leased.sample.external_id], duration_ms=0
-                )
-                answered += 1
-            if answered == 0:
-                break
-            n_labels = Label.objects.filter(project=project).count()
-            curve.points.append((n_labels, _accuracy(project, X_test, y_test)))
-            if progress:
-                progress(f"{strategy} seed {seed}: {n_labels} labels, accuracy {curve.points[-1][1]:.3f}")
-    finally:
-        if not keep:
-            _delete(project)
-            oracle.delete()
-    return curve
+        if progress:
+            progress(f"{curve.strategy} seed {curve.seed}: {n_labels} labels, accuracy {curve.points[-1][1]:.3f}")
 
 
 def simulate(
