@@ -272,3 +272,33 @@ def test_tasks_release_frees_the_leases_of_a_closed_page(manager: User, make_use
     released = queue.tasks_release(project_id=project.pk, user=first, task_ids=[h.task.pk for h in held if h])
     assert released == 2
     assert queue.task_lease_next(project=project, user=second, role="annotator") is not None
+
+
+@pytest.mark.postgres
+def test_hand_out_and_answer_are_one_statement_each_on_postgresql(
+    manager: User, make_user: Any, django_assert_num_queries: Any
+) -> None:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+    project = _project(manager)
+    _add(project, [0.1 * i for i in range(50)])
+    (user,) = _people(make_user, project, 1)
+    from labeling import queue_pg
+
+    # The statements go through a raw psycopg cursor: no Django query may run beside them.
+    calls: list[str] = []
+    original = queue_pg._run
+
+    def counting(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
+        calls.append(sql)
+        return original(sql, params)
+
+    with mock.patch.object(queue_pg, "_run", counting), django_assert_num_queries(0):
+        handed = queue.task_lease_next_checked(project_id=project.pk, user=user, roles=["annotator"])
+        assert handed.leased is not None
+        done = queue.annotation_submit_checked(task_id=handed.leased.task.pk, user=user, roles=["annotator"], label="a")
+        assert done.annotation is not None
+    assert calls == [queue_pg.NEXT, queue_pg.ANSWER]
+    assert Label.objects.get(sample_id=handed.leased.task.sample_id).label == "a"
