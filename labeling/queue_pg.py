@@ -247,7 +247,7 @@ SELECT (SELECT id FROM stored), (SELECT status FROM counted)
 """
 
 
-def _run(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
+def run(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
     """One row of ``sql``, bound server-side (and prepared, see the module docstring)."""
     import psycopg  # PostgreSQL only: the quick start on SQLite does not need the driver
 
@@ -286,7 +286,7 @@ def lease_next(
     with_reviews: bool = True,
 ) -> Picked:
     """Run NEXT (inside a transaction or not: alone it is one)."""
-    row = _run(
+    row = run(
         NEXT,
         {
             "project": project_id,
@@ -300,6 +300,11 @@ def lease_next(
             "show_default": show_default,
         },
     )
+    return picked_from(row, project_id)
+
+
+def picked_from(row: tuple[Any, ...], project_id: int) -> Picked:
+    """What NEXT's row says (NEXT and statements built on it return the same columns)."""
     found, role, allowed, expires_at, show, busy = row[:6]
     task_id, leased, reason, kind, priority, overlap, n_answers, created_at = row[6:14]
     sample_id, external_id, data, suggestion, observed_at, sample_status = row[14:]
@@ -365,7 +370,7 @@ def answer(
     review_below_default: float,
 ) -> Answered:
     """Run ANSWER (outside a transaction it is one; inside, the caller's)."""
-    row = _run(
+    row = run(
         ANSWER,
         {
             "task": task_id,
@@ -379,6 +384,11 @@ def answer(
             "review_below_default": review_below_default,
         },
     )
+    return answered_from(row)
+
+
+def answered_from(row: tuple[Any, ...]) -> Answered:
+    """What ANSWER's row says (ANSWER and statements built on it return the same columns)."""
     return Answered(
         found=bool(row[0]),
         role=row[1],
@@ -409,7 +419,7 @@ def answer_locked(
 ) -> tuple[int | None, int | None]:
     """Run ANSWER_LOCKED with the task row locked: (annotation id, task status), (None, None) when
     the user holds no live lease on the task (or it is not pending, or a review task)."""
-    row = _run(
+    row = run(
         ANSWER_LOCKED,
         {
             "task": task_id,

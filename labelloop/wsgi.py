@@ -9,6 +9,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labelloop.settings")
 
 application = get_wsgi_application()
 
+# The annotators' next -> answer calls on PostgreSQL, ahead of Django (labeling/api/fast.py).
+from labeling.api import fast  # noqa: E402
+
+application = fast.wrap(application)
+
 # Import the URLconf (and with it scikit-learn) while the worker boots, not on its first request.
 from django.urls import get_resolver  # noqa: E402
 

@@ -289,13 +289,13 @@ def test_hand_out_and_answer_are_one_statement_each_on_postgresql(
 
     # The statements go through a raw psycopg cursor: no Django query may run beside them.
     calls: list[str] = []
-    original = queue_pg._run
+    original = queue_pg.run
 
     def counting(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
         calls.append(sql)
         return original(sql, params)
 
-    with mock.patch.object(queue_pg, "_run", counting), django_assert_num_queries(0):
+    with mock.patch.object(queue_pg, "run", counting), django_assert_num_queries(0):
         handed = queue.task_lease_next_checked(project_id=project.pk, user=user, roles=["annotator"])
         assert handed.leased is not None
         done = queue.annotation_submit_checked(task_id=handed.leased.task.pk, user=user, roles=["annotator"], label="a")
