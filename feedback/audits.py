@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
@@ -266,10 +267,14 @@ CSV_COLUMNS = [
 ]
 
 
+REFRESH_DELAY = 60  # seconds between audit refreshes a process asks for after labels change
+
+
 def project_audit_report(*, project: Project) -> dict[str, Any]:
     """``GET /api/projects/{id}/audit/``'s body: the labeling side's figures
-    (``labeling.audit.project_audit``) with the unresolved likely label errors and their counts."""
-    report = audit_selectors.project_audit(project=project)
+    (``labeling.audit.audit_report``: live for a small project, else the stored ones) with the
+    unresolved likely label errors (at most AUDIT_ISSUES, by index) and their counts."""
+    report = audit_selectors.audit_report(project=project)
     issues = label_issues_unresolved(project_id=project.pk)[:AUDIT_ISSUES]
     report["label_issues"] = [issue_out(issue) for issue in issues]
     report["label_issue_counts"] = issue_counts(project_id=project.pk)
@@ -284,3 +289,34 @@ def annotators_csv(report: dict[str, Any]) -> str:
     for row in report["annotators"]:
         writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
     return buffer.getvalue()
+
+
+def _refresh_key(project_id: int) -> str:
+    return f"labelloop:audit-refresh:{project_id}"
+
+
+def audit_refresh_soon(project_id: int) -> None:
+    """A labels_finalized listener (registered in feedback.apps): enqueue a refresh of the stored
+    audit figures in REFRESH_DELAY seconds, unless this process did within that time or the project
+    is small enough to be audited live. Runs after commit; a broker failure is logged, not raised
+    (the figures are only late, and the next change asks again)."""
+    from feedback import audit_tasks
+
+    if audit_selectors.is_small(project_id=project_id):
+        return
+    key = _refresh_key(project_id)
+    if not cache.add(key, True, timeout=REFRESH_DELAY):
+        return
+    try:
+        audit_tasks.refresh_audit.apply_async((project_id,), countdown=REFRESH_DELAY)
+    except Exception:
+        cache.delete(key)
+        logger.exception("could not enqueue the audit refresh of project %s", project_id)
+
+
+def audit_refresh_request(*, project_id: int) -> None:
+    """After commit, enqueue a refresh of the stored audit figures now (a manager's request: not
+    debounced, and computed even for a small project; the task is idempotent)."""
+    from feedback import audit_tasks
+
+    transaction.on_commit(partial(audit_tasks.refresh_audit.delay, project_id, True))

@@ -1,25 +1,36 @@
 """Audit selectors: agreement between annotators and each annotator's scores, over all of a
-project's annotations.
+project's annotations, and the stored copy of those figures that requests read.
 
-One read of the project's answers (``values_list`` over the (project, created_at) index), one of
-its gold samples and one of the final labels of the answered samples; everything else is numpy
-over those arrays (``labeling.agreement``, ``labeling.consensus``, ``labeling.annotator_scores``):
-no query per row or per annotator. Callers check membership first.
+``project_audit`` reads the project's answers (``labeling.answers``: one query), its gold samples
+and the final labels of the answered samples; everything else is numpy over those arrays
+(``labeling.agreement``, ``labeling.consensus``, ``labeling.annotator_scores``): no query per row
+or per annotator. Its cost grows with the project, so requests go through ``audit_report``: a
+project with at most LIVE_LIMIT answers (one bounded query tells) is audited in the request; a
+larger one answers from the figures the worker stored last (``audit_refresh``, the Celery task
+``feedback.audit_tasks.refresh_audit``, enqueued after labels change and on a manager's request).
+Callers check membership first.
 """
 
+import base64
+import hashlib
 import math
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
 from numpy.typing import NDArray
 
 from labeling.agreement import agreement, krippendorff_alpha
 from labeling.annotator_scores import annotator_scores, completion_buckets, latest_per_pair
 from labeling.answers import ProjectAnswers, project_answers
 from labeling.consensus import dawid_skene
-from labeling.models import Annotation, Gold, Label, LabelMethod, Project
+from labeling.models import Annotation, Gold, Label, LabelChange, LabelMethod, Project
 from labeling.project_settings import ProjectSettings
 from labeling.services.consensus import consensus_state
 
@@ -32,6 +43,13 @@ MAX_TIME_BUCKETS = 60
 # equal those at the default 1e-6 to 1e-5 in half the iterations (200,000 answers: 39 against 65).
 AUDIT_TOLERANCE = 1e-4
 BUCKET_SECONDS = (3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400)
+# Pairs of annotators listed (those sharing the most items): a crowd of a thousand has ~500,000.
+MAX_PAIRS = 1000
+# A project with at most this many answers is audited in the request (tens of milliseconds); a
+# larger one answers from the stored figures.
+LIVE_LIMIT = 5000
+REPORT_KEY = "_audit_report"
+REPORT_VERSION = 1
 
 
 def _num(value: float, digits: int = 4) -> float | None:
@@ -159,26 +177,22 @@ def project_audit(*, project: Project) -> dict[str, Any]:
     usernames = dict(User.objects.filter(pk__in=answers.users.tolist()).values_list("pk", "username"))
     names = [usernames.get(int(u), f"user {u}") for u in answers.users]
 
-    pairs = []
     first, second = np.nonzero(np.triu(together.cohen.shared > 0, k=1))
-    for a, b in zip(first.tolist(), second.tolist(), strict=True):
-        pairs.append(
-            {
-                "a": names[a],
-                "b": names[b],
-                "kappa": _num(together.cohen.kappa[a, b]),
-                "n": int(together.cohen.shared[a, b]),
-            }
-        )
+    shared = together.cohen.shared[first, second]
+    top = np.sort(np.argsort(-shared, kind="stable")[:MAX_PAIRS])  # the pairs sharing the most items
+    pairs = [
+        {"a": names[a], "b": names[b], "kappa": _num(together.cohen.kappa[a, b]), "n": int(together.cohen.shared[a, b])}
+        for a, b in zip(first[top].tolist(), second[top].tolist(), strict=True)
+    ]
     flag_below = float(chosen.audit["flag_below"])
     annotators = []
     for a in range(n_annotators):
         if scores.n_gold[a] >= FLAG_MIN_GOLD:
-            basis, score = "gold", float(scores.gold_accuracy[a])
+            basis = "gold"
         elif scores.n_answers[a] >= FLAG_MIN_ANSWERS:
-            basis, score = "estimated", float(estimate.accuracy[a])
+            basis = "estimated"
         else:
-            basis, score = None, float("nan")
+            basis = None
         annotators.append(
             {
                 "username": names[a],
@@ -190,11 +204,12 @@ def project_audit(*, project: Project) -> dict[str, Any]:
                 "estimated_accuracy": _num(estimate.accuracy[a]),
                 "confusion_matrix": np.round(estimate.confusion[a], 4).tolist(),
                 "median_duration_ms": _num(scores.median_duration_ms[a], 1),
-                "flagged": bool(basis is not None and score < flag_below),
+                "flagged": False,
                 "flag_basis": basis,
             }
         )
     annotators.sort(key=lambda row: row["username"])
+    _flag(annotators, flag_below)
     pooled = np.zeros((n_labels, n_labels), dtype=np.int64)
     if answers.n:
         np.add.at(pooled, (estimate.labels[answers.items], answers.answer_labels), 1)
@@ -214,6 +229,7 @@ def project_audit(*, project: Project) -> dict[str, Any]:
             "fleiss_kappa": _num(together.fleiss_kappa),
             "mean_cohen_kappa": _num(together.cohen.mean),
             "pairwise_cohen_kappa": pairs,
+            "n_pairs": int(first.size),
             "n_items": together.n_items,
             "n_answers": together.n_answers,
             "per_label": {
@@ -258,6 +274,7 @@ def _empty_audit(project: Project, chosen: ProjectSettings) -> dict[str, Any]:
             "fleiss_kappa": None,
             "mean_cohen_kappa": None,
             "pairwise_cohen_kappa": [],
+            "n_pairs": 0,
             "n_items": 0,
             "n_answers": 0,
             "per_label": {
@@ -273,3 +290,87 @@ def _empty_audit(project: Project, chosen: ProjectSettings) -> dict[str, Any]:
         },
         "dawid_skene": None,
     }
+
+
+def _flag(annotators: list[dict[str, Any]], flag_below: float) -> None:
+    """Flag the annotators whose score (on gold when they answered enough gold, else Dawid-Skene's
+    estimate) is below ``flag_below``; done on reading too, so a changed threshold applies at once."""
+    for row in annotators:
+        basis = row["flag_basis"]
+        score = row["gold_accuracy"] if basis == "gold" else row["estimated_accuracy"] if basis else None
+        row["flagged"] = bool(score is not None and score < flag_below)
+
+
+def _pack(report: dict[str, Any]) -> str:
+    # Compressed into one string: the project's settings are read on every hand-out, and a JSON
+    # string costs their parser next to nothing where a tree of thousands of numbers would not.
+    return base64.b64encode(zlib.compress(orjson.dumps(report), 6)).decode()
+
+
+def _unpack(packed: str) -> dict[str, Any]:
+    out: dict[str, Any] = orjson.loads(zlib.decompress(base64.b64decode(packed)))
+    return out
+
+
+def _marks(project_id: int) -> dict[str, Any]:
+    """What the figures depend on: the newest answer, the newest final-label change, the gold set."""
+    gold = sorted(Gold.objects.filter(project_id=project_id).values_list("sample_id", "label"))
+    return {
+        "answer": Annotation.objects.filter(project_id=project_id).aggregate(top=Max("id"))["top"] or 0,
+        "change": LabelChange.objects.filter(project_id=project_id).aggregate(top=Max("id"))["top"] or 0,
+        "gold": hashlib.sha256(orjson.dumps(gold)).hexdigest()[:16],
+    }
+
+
+def is_small(*, project_id: int) -> bool:
+    """Whether the project has at most LIVE_LIMIT answers (reads at most LIVE_LIMIT + 1 index entries)."""
+    return Annotation.objects.filter(project_id=project_id).values("id")[: LIVE_LIMIT + 1].count() <= LIVE_LIMIT
+
+
+def audit_refresh(*, project_id: int, force: bool = False) -> bool:
+    """Compute ``project_audit`` and store it for requests to read; returns whether it stored.
+
+    Nothing to do (False) when the project is gone, small enough to be audited live (unless
+    ``force``), or when the stored figures already cover the newest answer, final-label change
+    and gold set (idempotent: a redelivered task is harmless). Computes without locks, then locks
+    the project row to store (serializing with settings changes and consensus re-estimates) under
+    the project's settings' REPORT_KEY, which no settings group uses and the API does not show.
+    """
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None or (not force and is_small(project_id=project_id)):
+        return False
+    marks = _marks(project_id)
+    stored = project.settings.get(REPORT_KEY) or {}
+    if stored.get("v") == REPORT_VERSION and stored.get("marks") == marks:
+        return False
+    report = project_audit(project=project)
+    computed_at = timezone.now().isoformat()
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().filter(pk=project_id).first()
+        if locked is None:
+            return False
+        entry = {"v": REPORT_VERSION, "marks": marks, "computed_at": computed_at, "report": _pack(report)}
+        locked.settings = {**locked.settings, REPORT_KEY: entry}
+        locked.save(update_fields=["settings"])
+    return True
+
+
+def audit_report(*, project: Project) -> dict[str, Any]:
+    """The audit figures a request shows, with ``source`` and ``computed_at``: computed now for a
+    small project (``source: "live"``), else the stored ones (``"stored"``; the empty figures with
+    ``"pending"`` until the worker stored some). Bounded: never reads all of a large project."""
+    chosen = ProjectSettings.of(project.settings)
+    if is_small(project_id=project.pk):
+        return {**project_audit(project=project), "source": "live", "computed_at": timezone.now().isoformat()}
+    stored = project.settings.get(REPORT_KEY) or {}
+    if stored.get("v") != REPORT_VERSION:
+        return {**_empty_audit(project, chosen), "source": "pending", "computed_at": None}
+    report = _unpack(stored["report"])
+    report["flag_below"] = float(chosen.audit["flag_below"])
+    _flag(report["annotators"], report["flag_below"])
+    report["consensus"] = {
+        "method": chosen.consensus["method"],
+        "review_below": chosen.consensus["review_below"],
+        "estimate": consensus_state(project=project),
+    }
+    return {**report, "source": "stored", "computed_at": stored["computed_at"]}

@@ -51,7 +51,17 @@ class AnnotatorsCsvView(APIView):
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request: Request, project_id: int) -> HttpResponse:
         project, _ = project_for(request, project_id, "export")
-        return csv_response(project, audit_selectors.project_audit(project=project))
+        return csv_response(project, audit_selectors.audit_report(project=project))
+
+
+class AuditRefreshView(APIView):
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request: Request, project_id: int) -> Response:
+        """Recompute the stored audit figures now (in the worker). A project with few answers is
+        audited live by every GET anyway."""
+        project, _ = project_for(request, project_id, "manage")
+        audits.audit_refresh_request(project_id=project.pk)
+        return Response({"status": "queued"}, status=status.HTTP_202_ACCEPTED)
 
 
 def _gold_items(project: Project, data: Any) -> list[tuple[int, str]]:
@@ -219,6 +229,7 @@ P = "projects/<int:project_id>/"
 urlpatterns: list[URLPattern] = [
     path(P + "audit/", AuditView.as_view(), name="api-audit"),
     path(P + "audit/annotators.csv", AnnotatorsCsvView.as_view(), name="api-audit-annotators-csv"),
+    path(P + "audit/refresh/", AuditRefreshView.as_view(), name="api-audit-refresh"),
     path(P + "gold/", GoldView.as_view(), name="api-gold"),
     path(P + "gold/<path:external_id>/", GoldDetailView.as_view(), name="api-gold-detail"),
     path(P + "label-issues/", LabelIssuesView.as_view(), name="api-label-issues"),

@@ -116,7 +116,7 @@ def audit_page(request: HttpRequest, project_id: int) -> HttpResponse:
 def audit_annotators_csv(request: HttpRequest, project_id: int) -> HttpResponse:
     project, _ = _project(request, project_id, "export")
     response = HttpResponse(
-        audits.annotators_csv(audit_selectors.project_audit(project=project)), content_type="text/csv"
+        audits.annotators_csv(audit_selectors.audit_report(project=project)), content_type="text/csv"
     )
     response["Content-Disposition"] = f'attachment; filename="project-{project.pk}-annotators.csv"'
     return response
@@ -131,6 +131,15 @@ def audit_find_issues(request: HttpRequest, project_id: int) -> HttpResponse:
         messages.error(request, "This project has no dataset version yet: cut one first.")
     else:
         messages.info(request, f"Looking for likely label errors in dataset version {version.version}.")
+    return _back(project)
+
+
+@login_required
+@require_POST
+def audit_refresh(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, _ = _project(request, project_id, "manage")
+    audits.audit_refresh_request(project_id=project.pk)
+    messages.info(request, "Recomputing the audit figures in the background.")
     return _back(project)
 
 
@@ -229,6 +238,7 @@ def sample_page(request: HttpRequest, project_id: int, external_id: str) -> Http
 urlpatterns: list[URLPattern] = [
     path("projects/<int:project_id>/audit/", audit_page, name="audit"),
     path("projects/<int:project_id>/audit/annotators.csv", audit_annotators_csv, name="audit-annotators-csv"),
+    path("projects/<int:project_id>/audit/refresh/", audit_refresh, name="audit-refresh"),
     path("projects/<int:project_id>/audit/label-issues/find/", audit_find_issues, name="audit-find-issues"),
     path("projects/<int:project_id>/audit/label-issues/review/", audit_review_issues, name="audit-review-issues"),
     path("projects/<int:project_id>/audit/gold/", audit_gold, name="audit-gold"),

@@ -7,6 +7,7 @@ def entries(Entry: Any, P: str) -> list[Any]:
     return [
         Entry("GET", P + "audit/", "/api/projects/{project}/audit/", action="export"),
         Entry("GET", P + "audit/annotators.csv", "/api/projects/{project}/audit/annotators.csv", action="export"),
+        Entry("POST", P + "audit/refresh/", "/api/projects/{project}/audit/refresh/", action="manage"),
         Entry("GET", P + "gold/", "/api/projects/{project}/gold/", action="manage"),
         Entry(
             "POST",

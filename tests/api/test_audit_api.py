@@ -184,6 +184,18 @@ def test_consensus_reestimate_only_for_dawid_skene(project: Project, api: APICli
 # --- pages ------------------------------------------------------------------------------------
 
 
+def test_audit_refresh_stores_the_figures_in_the_worker(answered: Project, api: APIClient, run_on_commit: Any) -> None:
+    from labeling import audit
+
+    with run_on_commit():
+        assert api.post(f"/api/projects/{answered.pk}/audit/refresh/").status_code == 202
+    answered.refresh_from_db()
+    assert audit.REPORT_KEY in answered.settings  # stored even though GET audits this small project live
+    body = api.get(f"/api/projects/{answered.pk}/audit/").json()
+    assert body["source"] == "live" and body["annotators"]
+    assert audit.REPORT_KEY not in api.get(f"/api/projects/{answered.pk}/").json()  # settings show by group
+
+
 def test_audit_page_shows_charts_without_anything_remote(answered: Project, manager: User, outsider: User) -> None:
     browser = Client()
     browser.force_login(manager)

@@ -14,9 +14,10 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss
 
+from labeling import audit
 from labeling.annotator_scores import completion_buckets, group_medians, latest_per_pair
 from labeling.audit import project_audit
-from labeling.models import Annotation, Project, Sample, Task
+from labeling.models import Annotation, LabelMethod, Project, Sample, Task
 from labeling.services.gold import gold_set
 from labeling.services.labels import LabelDecision, labels_set
 from labeling.services.projects import project_create
@@ -185,3 +186,81 @@ def test_empty_project_has_the_shape_and_no_figures(project: Project) -> None:
     assert report["annotators"] == [] and report["n_annotations"] == 0
     assert report["agreement"]["krippendorff_alpha"] is None
     assert report["agreement"]["pairwise_cohen_kappa"] == []
+
+
+def test_a_large_project_answers_from_the_figures_the_worker_stored(
+    manager: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = project_create(
+        creator=manager, name="L", labels=LABELS, schema={"x": "numeric"}, settings={"audit": {"flag_below": 0.7}}
+    )
+    answers = [
+        (f"s{i}", name, "cat" if name == "good" or i % 2 else "dog", 1000)
+        for i in range(12)
+        for name in ("good", "poor")
+    ]
+    _store(project, answers, timezone.now())
+    monkeypatch.setattr(audit, "LIVE_LIMIT", 10)  # 24 answers: "large"
+    assert not audit.is_small(project_id=project.pk)
+
+    pending = audit.audit_report(project=project)
+    assert pending["source"] == "pending" and pending["annotators"] == []
+    assert set(pending["agreement"]) >= {"krippendorff_alpha", "fleiss_kappa", "pairwise_cohen_kappa"}
+
+    assert audit.audit_refresh(project_id=project.pk) is True
+    assert audit.audit_refresh(project_id=project.pk) is False  # nothing new: a redelivery is harmless
+    project.refresh_from_db()
+    stored = audit.audit_report(project=project)
+    live = audit.project_audit(project=project)
+    assert stored["source"] == "stored" and stored["computed_at"]
+    assert stored["agreement"] == live["agreement"] and stored["annotators"] == live["annotators"]
+    rows = {row["username"]: row for row in stored["annotators"]}
+    assert rows["poor"]["flag_basis"] == "estimated" and rows["poor"]["flagged"]
+    # A new threshold applies at once, without recomputing.
+    project.settings = {**project.settings, "audit": {**project.settings["audit"], "flag_below": 0.0}}
+    project.save(update_fields=["settings"])
+    assert not any(row["flagged"] for row in audit.audit_report(project=project)["annotators"])
+
+    # A new answer makes the stored figures stale: the next refresh recomputes them.
+    _store(project, [("t1", "good", "cat", 500)], timezone.now())
+    assert audit.audit_refresh(project_id=project.pk) is True
+    project.refresh_from_db()
+    assert audit.audit_report(project=project)["n_annotations"] == 25
+    assert audit.audit_refresh(project_id=project.pk + 1000) is False
+
+
+def test_labels_changing_on_a_large_project_enqueue_one_refresh(
+    manager: User, monkeypatch: pytest.MonkeyPatch, run_on_commit: Any
+) -> None:
+    from django.core.cache import cache
+
+    from feedback import audit_tasks
+
+    project = project_create(creator=manager, name="E", labels=LABELS, schema={"x": "numeric"})
+    ids = _store(project, [(f"s{i}", "ann", "cat", None) for i in range(6)], timezone.now())
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(audit_tasks.refresh_audit, "apply_async", lambda args, **kw: calls.append(args))
+    cache.clear()
+
+    def label(sample: str, value: str) -> None:
+        with run_on_commit():
+            labels_set(
+                project_id=project.pk,
+                decisions=[
+                    LabelDecision(
+                        sample_id=ids[sample],
+                        label=value,
+                        confidence=1.0,
+                        method=LabelMethod.MAJORITY,
+                        n_annotations=1,
+                    )
+                ],
+                actor=None,
+            )
+
+    label("s0", "cat")  # small: audited live, nothing to enqueue
+    assert calls == []
+    monkeypatch.setattr(audit, "LIVE_LIMIT", 3)
+    label("s1", "cat")
+    label("s2", "dog")  # within the delay: the first request covers it
+    assert calls == [(project.pk,)]
