@@ -68,14 +68,19 @@ def dataset_version_cut(*, project_id: int, trigger: str, actor: User | None = N
 
 
 # Each sample touched by the changes in (watermark, top], with its external id, its current final
-# label (or null) and its open member (or nulls): the whole cut reads this one query.
+# label (or null) and its open member (or nulls): the whole cut reads this one query. Each lookup
+# is a LATERAL with OFFSET 0 (not flattened into a join), so it is one index probe per touched
+# sample: joined plainly, PostgreSQL hash-joins a 10,000-sample change against a sequential scan
+# of the whole sample table (O(set) pages read, 0.4-1.8 s on 1,000,000 samples).
 _TOUCHED = f"""
 SELECT t.sample_id, s.external_id, l.label, m.id, m.label
 FROM (SELECT DISTINCT sample_id FROM {LabelChange._meta.db_table}
       WHERE project_id = %s AND id > %s AND id <= %s) t
-JOIN {Sample._meta.db_table} s ON s.id = t.sample_id
-LEFT JOIN {Label._meta.db_table} l ON l.sample_id = t.sample_id
-LEFT JOIN {DatasetMember._meta.db_table} m ON m.sample_id = t.sample_id AND m.valid_to IS NULL
+CROSS JOIN LATERAL (SELECT external_id FROM {Sample._meta.db_table} WHERE id = t.sample_id OFFSET 0) s
+LEFT JOIN LATERAL (SELECT label FROM {Label._meta.db_table} WHERE sample_id = t.sample_id OFFSET 0) l ON true
+LEFT JOIN LATERAL (
+    SELECT id, label FROM {DatasetMember._meta.db_table} WHERE sample_id = t.sample_id AND valid_to IS NULL OFFSET 0
+) m ON true
 ORDER BY t.sample_id
 """
 _CLOSE = f"UPDATE {DatasetMember._meta.db_table} SET valid_to = %s WHERE id = ANY(%s)"

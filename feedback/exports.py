@@ -3,8 +3,8 @@
 CSV, JSONL and Parquet, produced batch by batch as the rows are read, so that no format holds the
 whole set in memory and the first bytes leave before the last row is read. On PostgreSQL the
 server builds each JSONL line (datasets.member_select, a server-side cursor) and each CSV row
-(datasets.member_copy: COPY ... TO STDOUT), and Parquet columns are parsed from the server's CSV
-by Arrow's C++ reader;
+(datasets.member_copy: COPY ... TO STDOUT), and Parquet columns are parsed by Arrow's C++ reader
+from CSV lines the server builds (datasets.member_select);
 elsewhere the portable path decodes each row's data (datasets.member_batches). The version's
 hash is in the file name, in the HTTP headers, and for Parquet in the file's own key-value
 metadata. The same version always exports the same bytes: its rows never change and are read in
@@ -152,22 +152,42 @@ def _column(values: list[Any], kind: str) -> pa.Array:
     return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
+def _quoted(expression: str) -> str:
+    """A CSV field of a text ``expression``, quoted by PostgreSQL: NULL stays NULL."""
+    return "'\"' || replace(" + expression + ", '\"', '\"\"') || '\"'"
+
+
+def _csv_line(fields: list[tuple[str, str]]) -> tuple[str, list[Any]]:
+    """One CSV line per row, built by PostgreSQL: strings always quoted (an empty string is
+    ``""``), NULL as an empty unquoted field, numbers as JSON wrote them. Every name is a
+    parameter. One text value per row is what the Parquet export reads (fetching one column is far
+    cheaper for Python than COPY's row-by-row messages or one object per value)."""
+    parts = [_quoted("s.external_id")]
+    for _name, kind in fields:
+        parts.append(
+            "COALESCE(s.data ->> %s, '')" if kind == "numeric" else f"COALESCE({_quoted('s.data ->> %s')}, '')"
+        )
+    parts.append(_quoted("m.label"))
+    return " || ',' || ".join(parts), [name for name, _ in fields]
+
+
 def _parquet(version: DatasetVersion, fields: list[tuple[str, str]]) -> Iterator[bytes]:
     schema = arrow_schema(version, fields)
     sink = _Sink()
     writer = pq.ParquetWriter(sink, schema, compression="snappy")
     if connection.vendor == "postgresql":
-        select, params = _text_columns([name for name, _ in fields])
+        select, params = _csv_line(fields)
         names = ["external_id", *[name for name, _ in fields], "label"]
-        read = pacsv.ReadOptions(column_names=names, block_size=1 << 24)
+        read = pacsv.ReadOptions(column_names=names, block_size=1 << 26)
+        parse = pacsv.ParseOptions(newlines_in_values=True)  # text fields may hold newlines
         convert = pacsv.ConvertOptions(
             column_types={field.name: field.type for field in schema},
             strings_can_be_null=True,
-            quoted_strings_can_be_null=False,  # PostgreSQL writes NULL unquoted and "" quoted
+            quoted_strings_can_be_null=False,  # NULL is an unquoted empty field, "" an empty string
         )
-        copied = member_copy(version=version, select=select, params=params, csv=True)
-        for block in _grouped(copied, PARQUET_ROW_GROUP):
-            table = pacsv.read_csv(pa.py_buffer(block), read_options=read, convert_options=convert)
+        for rows in member_select(version=version, select=select, params=params, batch=PARQUET_ROW_GROUP):
+            block = ("\n".join([row[0] for row in rows]) + "\n").encode()
+            table = pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse, convert_options=convert)
             writer.write_table(table.cast(schema), row_group_size=PARQUET_ROW_GROUP)
             yield sink.take()
         writer.close()
