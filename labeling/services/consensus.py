@@ -112,6 +112,15 @@ def task_finalize(*, task: Task) -> None:
     if decision.tied or decision.confidence < chosen["review_below"]:
         review_request(project_id=task.project_id, sample_ids=[task.sample_id])
         return
+    # The trail's "why" for a label several answers made (one answer is its own reason, as on the
+    # queue's one-statement path for overlap 1).
+    if decision.n_annotations < 2:
+        why = ""
+    elif method == LabelMethod.DAWID_SKENE:
+        why = f"Dawid-Skene posterior {decision.confidence:.2f} over {decision.n_annotations} answers"
+    else:
+        agreeing = round(decision.confidence * decision.n_annotations)
+        why = f"majority: {agreeing} of {decision.n_annotations} answers"
     labels_set(
         project_id=task.project_id,
         decisions=[
@@ -121,6 +130,7 @@ def task_finalize(*, task: Task) -> None:
                 confidence=decision.confidence,
                 method=method,
                 n_annotations=decision.n_annotations,
+                reason=why,
             )
         ],
         actor=None,

@@ -117,6 +117,13 @@ def test_majority_below_review_below_goes_to_review_and_above_is_final(manager: 
     label = Label.objects.get(sample_id=second)
     assert (label.label, label.confidence, label.method, label.n_annotations) == ("cat", 1.0, "majority", 3)
     assert not Task.objects.filter(sample_id=second, kind=TaskKind.REVIEW).exists()
+    change = LabelChange.objects.get(sample_id=second)  # the trail says why
+    assert (change.old_label, change.new_label, change.method, change.reason) == (
+        None,
+        "cat",
+        "majority",
+        "majority: 3 of 3 answers",
+    )
 
 
 def _spammer_world(manager: User, make_user: Any) -> tuple[Project, dict[int, str], list[User]]:
