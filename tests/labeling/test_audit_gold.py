@@ -85,3 +85,37 @@ def test_gold_remove_cancels_the_gold_task_and_queues_unlabeled_samples_again(
     assert (requeued.reason, requeued.overlap) == ("manual", project.overlap)
     assert not Task.objects.filter(sample_id=known, status=TaskStatus.PENDING).exists()
     assert Sample.objects.get(pk=known).status == SampleStatus.LABELED
+
+
+def test_the_queue_mixes_gold_in_unannounced_and_it_scores_the_annotator(
+    project: Project, manager: User, make_user: Any, client_for: Any
+) -> None:
+    from labeling.audit import project_audit
+
+    # Overlap 2: both annotators have label work left, which is when gold is mixed in (an annotator
+    # with only gold tasks left would know them for what they are).
+    Project.objects.filter(pk=project.pk).update(overlap=2, gold_rate=1.0)  # every hand-out tries gold first
+    project.refresh_from_db()
+    ids = _ids(project, 4)
+    gold_set(project_id=project.pk, items=[(ids[0], "cat"), (ids[1], "dog")], actor=manager)
+    names = {s: e for e, s in Sample.objects.filter(project=project).values_list("external_id", "pk")}
+    gold_names = {names[ids[0]], names[ids[1]]}
+    for who in ("ann", "bob"):
+        user = make_user(who)
+        member_set(project=project, user=user, role=Role.ANNOTATOR)
+        api = client_for(user)
+        seen = []
+        while (response := api.post(f"/api/projects/{project.pk}/tasks/next/")).status_code == 200:
+            task = response.json()
+            assert task["reason"] != "gold"  # nothing tells the annotator
+            seen.append(task["external_id"])
+            label = "cat" if who == "ann" else "bird"  # ann is right on one gold sample, bob on none
+            posted = api.post(f"/api/tasks/{task['task_id']}/annotations/", {"label": label}, format="json")
+            assert posted.status_code == 201, posted.content
+        assert response.status_code == 204, response.content
+        assert set(seen[:2]) == gold_names  # gold first (gold_rate 1), then the two label tasks
+        assert len(seen) == 4
+    rows = {row["username"]: row for row in project_audit(project=project)["annotators"]}
+    assert (rows["ann"]["gold_accuracy"], rows["ann"]["n_gold"]) == (0.5, 2)
+    assert (rows["bob"]["gold_accuracy"], rows["bob"]["n_gold"]) == (0.0, 2)
+    assert not Label.objects.filter(sample_id__in=ids[:2]).exists()  # gold answers label nothing
