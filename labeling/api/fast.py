@@ -18,8 +18,10 @@ Set ``LABELLOOP_FAST_API=0`` to send everything through Django.
 
 import hashlib
 import io
+import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,11 +30,15 @@ import orjson
 
 from labeling import queue_pg
 
+logger = logging.getLogger(__name__)
 ENABLED = os.environ.get("LABELLOOP_FAST_API", "1").strip().lower() not in {"0", "false", "no", "off"}
 NEXT_PATH = re.compile(r"/api/projects/([1-9][0-9]{0,17})/tasks/next/")
 ANSWER_PATH = re.compile(r"/api/tasks/([1-9][0-9]{0,17})/annotations/")
 MAX_BODY = 4096
 MAX_DURATION_MS = 86_400_000
+# How long a changed label waits before the labels_finalized listeners hear of it, so that the
+# answers of a busy second cost one round of listeners per project and process, not one each.
+EMIT_DELAY = float(os.environ.get("LABELLOOP_EMIT_DELAY", "0.5"))
 
 # Who the token names: its user while the token is unexpired and the user active (as
 # labeling.auth.ApiTokenAuthentication checks), else no row, and then the statement finds no role.
@@ -172,7 +178,10 @@ def _answer(task_id: int, key_hash: str, label: str, duration: int | None, now: 
     if done.annotation_id is None or done.project_id is None:
         return None
     if done.label_changed:
-        events.emit_labels_finalized(done.project_id)  # autocommit: the listeners run now
+        if EMIT_DELAY > 0:
+            _emit_soon(done.project_id)
+        else:
+            events.emit_labels_finalized(done.project_id)  # autocommit: the listeners run now
     return {
         "id": done.annotation_id,
         "task_id": task_id,
@@ -180,6 +189,40 @@ def _answer(task_id: int, key_hash: str, label: str, duration: int | None, now: 
         "duration_ms": duration,
         "created_at": _iso(now),
     }
+
+
+_pending: set[int] = set()
+_pending_lock = threading.Lock()
+
+
+def _emit_soon(project_id: int) -> None:
+    """labels_finalized for the project in EMIT_DELAY seconds, once for every label changed (and
+    committed) until then. The listeners are level-triggered (they look at what the database holds,
+    e.g. how many labels are new), so one call sees every label before it; this only spares the
+    same check after each answer. A process that stops first loses the call, as a broker outage
+    would: the next changed label asks again."""
+    with _pending_lock:
+        if project_id in _pending:
+            return
+        _pending.add(project_id)
+    timer = threading.Timer(EMIT_DELAY, _emit_now, args=(project_id,))
+    timer.daemon = True
+    timer.start()
+
+
+def _emit_now(project_id: int) -> None:
+    from django.db import connection
+
+    from labeling import events
+
+    with _pending_lock:
+        _pending.discard(project_id)
+    try:
+        events.emit_labels_finalized(project_id)  # autocommit in this thread: the listeners run now
+    except Exception:  # the labels are safe; the next changed label asks again
+        logger.exception("labels_finalized listeners failed for project %s", project_id)
+    finally:
+        connection.close()  # this thread's own connection
 
 
 def wrap(django_app: Any) -> Any:

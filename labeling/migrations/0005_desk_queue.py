@@ -94,9 +94,19 @@ CREATE TRIGGER labeling_label_counted_insert AFTER INSERT ON labeling_label
     REFERENCING NEW TABLE AS counted_rows FOR EACH STATEMENT EXECUTE FUNCTION labeling_rows_counted_insert('labeled');
 CREATE TRIGGER labeling_label_counted_delete AFTER DELETE ON labeling_label
     FOR EACH ROW EXECUTE FUNCTION labeling_rows_counted_delete('labeled');
+
+-- A queue table: every answer leaves a dead entry at the head of the pending index, which each
+-- hand-out walks past until vacuum removes it. Vacuum after a fixed number of changes, not after a
+-- fifth of the table (200,000 changes at a million tasks).
+ALTER TABLE labeling_task SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
+    autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE labeling_lease SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000);
 """
 
 PG_DROP = """
+ALTER TABLE labeling_task RESET (autovacuum_vacuum_scale_factor, autovacuum_vacuum_threshold,
+    autovacuum_vacuum_cost_delay);
+ALTER TABLE labeling_lease RESET (autovacuum_vacuum_scale_factor, autovacuum_vacuum_threshold);
 DROP TRIGGER IF EXISTS labeling_task_counted_insert ON labeling_task;
 DROP TRIGGER IF EXISTS labeling_task_counted_update ON labeling_task;
 DROP TRIGGER IF EXISTS labeling_task_counted_delete ON labeling_task;

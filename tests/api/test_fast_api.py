@@ -49,9 +49,11 @@ def _call(app: Any, path: str, key: str, body: Any = None, content_type: str = "
 
 
 @pytest.fixture
-def app() -> tuple[Any, Django]:
+def app(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Django]:
     if connection.vendor != "postgresql":
         pytest.skip("the fast path is PostgreSQL's")
+    # Listeners at once, in the test's transaction (so after it: never), unless a test says otherwise.
+    monkeypatch.setattr(fast, "EMIT_DELAY", 0.0)
     django = Django()
     return fast.wrap(django), django
 
@@ -108,3 +110,33 @@ def test_everything_else_goes_to_django_untouched(
     ApiToken.objects.filter(user=annotator).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert _call(wrapped, answer_url, key, {"label": "dog"})[0].startswith("418")
     assert not Annotation.objects.exists()
+
+
+def test_changed_labels_reach_the_listeners_once_per_burst(
+    app: tuple[Any, Django], project: Project, annotator: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listeners are level-triggered: a burst of answers that each changed a label is told to
+    them once, shortly after, instead of once per answer."""
+    import threading
+
+    from labeling import events
+
+    wrapped, _ = app
+    heard: list[int] = []
+    done = threading.Event()
+
+    def listener(project_id: int) -> None:
+        heard.append(project_id)
+        done.set()
+
+    monkeypatch.setattr(events, "_labels_finalized", [listener])
+    monkeypatch.setattr(fast, "EMIT_DELAY", 0.2)
+    items = [NewSample(external_id=f"b{i}", data={"x": 1.0}) for i in range(3)]
+    samples_add_bulk(project=project, items=items, actor=None)
+    key, _ = token_issue(user=annotator)
+    for _ in range(3):
+        _, body = _call(wrapped, f"/api/projects/{project.pk}/tasks/next/", key)
+        assert _call(wrapped, f"/api/tasks/{body['task_id']}/annotations/", key, {"label": "cat"})[0] == "201 Created"
+    assert heard == []  # not yet: within the delay
+    assert done.wait(5)
+    assert heard == [project.pk] and project.pk not in fast._pending  # one call, and none still to come
