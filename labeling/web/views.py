@@ -17,13 +17,13 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling import queue, selectors
 from labeling.api.access import ACTIONS
-from labeling.models import Project, Sample, Task, TaskKind
+from labeling.models import Project, Role, Sample, Task, TaskKind
 from labeling.project_settings import ProjectSettings
 from labeling.services.people import Conflict
 
@@ -147,10 +147,12 @@ def _context(request: HttpRequest, project: Project, role: str, **extra: Any) ->
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    projects = list(selectors.projects_for_user(user=request.user).order_by("id"))
-    roles = {
-        p.pk: selectors.membership_role(project_id=p.pk, user=request.user) for p in projects[:200]
-    }  # one indexed read each, for the links a role may follow; a person is in few projects
+    """The caller's projects; an annotator of a single project lands on its desk straight away."""
+    projects = list(selectors.projects_for_user(user=request.user).order_by("id")[:200])
+    # One indexed read each, for the links a role may follow: a person is in few projects.
+    roles = {p.pk: selectors.membership_role(project_id=p.pk, user=request.user) for p in projects}
+    if len(projects) == 1 and roles[projects[0].pk] == Role.ANNOTATOR:
+        return redirect("label", project_id=projects[0].pk)
     items = [
         {
             "project": p,

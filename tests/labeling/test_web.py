@@ -14,6 +14,7 @@ from django.utils import timezone
 from labeling.models import Annotation, Lease, LeaseStatus, Project, Role, Task, TaskStatus
 from labeling.project_settings import ProjectSettings
 from labeling.services.people import member_set
+from labeling.services.projects import project_create
 from labeling.services.samples import NewSample, samples_add_bulk
 
 pytestmark = pytest.mark.django_db
@@ -99,9 +100,14 @@ def test_signed_out_htmx_request_is_sent_to_the_login_page(project: Project, ann
 
 
 def test_home_lists_only_my_projects(project: Project, annotator: User, outsider: User) -> None:
+    # An annotator of one project lands on its desk; with a second project, they choose.
+    landing = _client(annotator).get("/")
+    assert landing.status_code == 302 and landing["Location"] == f"/projects/{project.pk}/label/"
+    second = project_create(creator=outsider, name="Second", labels=["a"], schema={"x": "numeric"})
+    member_set(project=second, user=annotator, role=Role.ANNOTATOR)
     html = _client(annotator).get("/").content.decode()
-    assert f'href="/projects/{project.pk}/label/"' in html
-    assert "Other" not in html
+    assert f'href="/projects/{project.pk}/label/"' in html and f'href="/projects/{second.pk}/label/"' in html
+    assert "Other" not in html and "/review/" not in html and "/dashboard/" not in html
 
 
 def test_annotator_page_shows_the_first_task(project: Project, annotator: User) -> None:
