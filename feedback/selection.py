@@ -1,9 +1,9 @@
 """Scoring the unlabeled pool with a model and re-ranking the queue by the project's strategy and budgets.
 
-One pass over the pool, vectorized: one read of every unlabeled sample (on PostgreSQL one ``COPY``
-of id, stored priority, reason, drift score and data; elsewhere one ORM iterator), one feature
-matrix, one ``transform`` and ``predict_proba``, one ranking (``feedback.ranking``), and one
-set-based UPDATE per table (``labeling.bulk.update_from_arrays``: a binary COPY into a temporary
+One pass over the pool, vectorized: one read of every unlabeled sample (on PostgreSQL three ``COPY``
+statements: the samples' fields, their tasks' priority and reason, their drift scores; elsewhere one
+ORM query), one feature matrix, one ``transform`` and ``predict_proba``, one ranking
+(``feedback.ranking``), and one set-based UPDATE per table (``labeling.bulk.update_from_arrays``: a binary COPY into a temporary
 table and one ``UPDATE ... FROM`` on PostgreSQL). Never a query per sample.
 
 What is written per re-score, and why not everything: updating a million task rows costs
@@ -37,14 +37,16 @@ from threadpoolctl import threadpool_limits
 
 from feedback import features, pipelines, ranking, registry, uncertainty
 from feedback.models import ModelVersion, RetrainState, SampleScore
-from labeling.bulk import update_from_arrays
+from labeling.bulk import binary_copy_columns, copy_out, update_from_arrays
 from labeling.models import Project, Reason, Sample, SampleStatus, Task, TaskKind, TaskStatus
 from labeling.project_settings import ProjectSettings
 
 logger = logging.getLogger(__name__)
 
 TAIL_TOLERANCE = 0.01
-TAIL_WRITES = 50_000
+# Writing a row costs about 40 us (bench/rescore.py); 20,000 of them is about a second a re-score,
+# and more tail rows than that are rarely handed out before the next model re-scores again.
+TAIL_WRITES = 20_000
 # Manual pushes sort above the budgeted head and below reviews (labeling.services.review: 2.0).
 MANUAL_PRIORITY = 1.95
 MANUAL_STEP = 1e-6
@@ -86,11 +88,12 @@ class RerankResult:
 
 # ---------------------------------------------------------------- reading the pool
 
-# The pool is read as three plain statements (psycopg's C loaders) and joined here in numpy: the
-# samples with each schema field taken out of the JSON by PostgreSQL (numbers as float8, which
-# ingest guarantees they are; strings as text: no JSON is parsed in Python), their pending label
-# tasks, and the drift (and, without a model, uncertainty) scores. Joining the three tables in
-# PostgreSQL, or reading the JSON as text, cost several times more (measured for bench/rescore.py).
+# The pool is read as three COPY statements and joined here in numpy: the samples with each schema
+# field taken out of the JSON by PostgreSQL (numbers as float8, which ingest guarantees they are;
+# strings as text), as CSV parsed by pyarrow (no JSON and no row is parsed in Python); their pending
+# label tasks and the drift (and, without a model, uncertainty) scores, as binary COPY of
+# fixed-width columns (one numpy frombuffer each). Joining the three tables in PostgreSQL, or
+# fetching rows through the cursor, cost more (measured for bench/rescore.py).
 _NUMBER = "COALESCE((s.data ->> {key})::float8, 'NaN')"
 _STRING = "s.data ->> {key}"
 
@@ -104,37 +107,35 @@ def _range(column: str, first_id: int | None, last_id: int | None) -> str:
     return out
 
 
-def _pool_statements(
-    project: Project, first_id: int | None, last_id: int | None, all_scores: bool
-) -> list[tuple[str, list[Any]]]:
-    """(statement, parameters) of the samples, the tasks and the scores. Field names are quoted as
-    SQL literals by psycopg (bound parameters would make PostgreSQL plan the cursor generically,
-    several times slower here)."""
+def _pool_statements(project: Project, first_id: int | None, last_id: int | None, all_scores: bool) -> list[str]:
+    """The queries of the samples, the tasks and the scores. Values are inlined (COPY takes no
+    parameters): the project id as an int, field names quoted as SQL literals by psycopg."""
     from psycopg import sql
 
     raw = connection.connection
+    project_id = int(project.pk)
     fields = ""
-    params: list[Any] = []
     for name, kind in features.ordered(dict(project.schema)):
         key = sql.Literal(name).as_string(raw)
         fields += ", " + (_NUMBER if kind == "numeric" else _STRING).format(key=key)
     unlabeled = f"{int(SampleStatus.UNLABELED)}, {int(SampleStatus.QUEUED)}"
     samples = (
-        f"SELECT s.id, s.status{fields} FROM {Sample._meta.db_table} s WHERE s.project_id = %s"
+        f"SELECT s.id, s.status{fields} FROM {Sample._meta.db_table} s WHERE s.project_id = {project_id}"
         f" AND s.status IN ({unlabeled}){_range('s.id', first_id, last_id)}"
     )
     tasks = (
-        f"SELECT t.sample_id, t.priority, {_CODE_OF_REASON.format(t='t.reason')} FROM {Task._meta.db_table} t"
-        f" WHERE t.project_id = %s AND t.status = {int(TaskStatus.PENDING)} AND t.kind = '{TaskKind.LABEL.value}'"
-        f"{_range('t.sample_id', first_id, last_id)}"
+        f"SELECT t.sample_id::int8, COALESCE(t.priority, 'NaN')::float8,"
+        f" ({_CODE_OF_REASON.format(t='t.reason')})::int2 FROM {Task._meta.db_table} t"
+        f" WHERE t.project_id = {project_id} AND t.status = {int(TaskStatus.PENDING)}"
+        f" AND t.kind = '{TaskKind.LABEL.value}'{_range('t.sample_id', first_id, last_id)}"
     )
     wanted = "" if all_scores else " AND sc.drift IS NOT NULL"
     scores = (
-        f"SELECT sc.sample_id, COALESCE(sc.drift, 'NaN'::float8), COALESCE(sc.uncertainty, 'NaN'::float8)"
-        f" FROM {SampleScore._meta.db_table} sc WHERE sc.project_id = %s{wanted}"
+        f"SELECT sc.sample_id::int8, COALESCE(sc.drift, 'NaN')::float8, COALESCE(sc.uncertainty, 'NaN')::float8"
+        f" FROM {SampleScore._meta.db_table} sc WHERE sc.project_id = {project_id}{wanted}"
         f"{_range('sc.sample_id', first_id, last_id)}"
     )
-    return [(samples, [*params, project.pk]), (tasks, [project.pk]), (scores, [project.pk])]
+    return [samples, tasks, scores]
 
 
 def _matrix_of_columns(project: Project, columns: list[NDArray[Any]]) -> NDArray[Any]:
@@ -161,55 +162,69 @@ def _matrix_of_columns(project: Project, columns: list[NDArray[Any]]) -> NDArray
     return out
 
 
-def _stream(sql: str, params: list[Any], width: int) -> NDArray[Any]:
-    """A statement's rows as an (n, width) object array (psycopg's C loaders; one fetch)."""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    out = np.empty((len(rows), width), dtype=object)
-    if rows:
-        out[:] = rows
-    return out
+def _samples_columns(project: Project, statement: str) -> list[NDArray[Any]]:
+    """The samples statement's columns (id, status, then one per field) through COPY ... CSV and
+    pyarrow's CSV reader: NULL strings (unquoted empty fields) become None, quoted ones stay ""."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    payload = copy_out(f"COPY ({statement}) TO STDOUT WITH (FORMAT csv)")
+    kinds = [kind for _, kind in features.ordered(dict(project.schema))]
+    types = [pa.int64(), pa.int16()] + [pa.float64() if k == "numeric" else pa.string() for k in kinds]
+    names = [f"c{i}" for i in range(len(types))]
+    if not payload:
+        return [np.empty(0, dtype=t.to_pandas_dtype()) for t in types]
+    table = csv.read_csv(
+        pa.py_buffer(payload),
+        read_options=csv.ReadOptions(column_names=names),
+        parse_options=csv.ParseOptions(newlines_in_values=True),
+        convert_options=csv.ConvertOptions(
+            column_types=dict(zip(names, types, strict=True)),
+            # Only COPY's NULL (an unquoted empty field) is missing: not "NULL", "NA", ... as by default.
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    return [table.column(i).to_numpy(zero_copy_only=False) for i in range(len(types))]
 
 
 def _read_pool_postgresql(project: Project, first_id: int | None, last_id: int | None, all_scores: bool) -> Pool:
     """The pool (see _pool_statements), in id order."""
     connection.ensure_connection()
-    (samples_sql, samples_params), (tasks_sql, tasks_params), (scores_sql, scores_params) = _pool_statements(
-        project, first_id, last_id, all_scores
+    samples_sql, tasks_sql, scores_sql = _pool_statements(project, first_id, last_id, all_scores)
+    columns = _samples_columns(project, samples_sql)
+    task_ids, task_priority, task_reason = binary_copy_columns(
+        copy_out(f"COPY ({tasks_sql}) TO STDOUT WITH (FORMAT binary)"), ["int64", "float64", "int16"]
     )
-    n_fields = len(project.schema)
-    with transaction.atomic():
-        sample_columns = _stream(samples_sql, samples_params, 2 + n_fields)
-        task_columns = _stream(tasks_sql, tasks_params, 3)
-        score_columns = _stream(scores_sql, scores_params, 3)
-    if not len(sample_columns):
+    score_ids, score_drift, score_uncertainty = binary_copy_columns(
+        copy_out(f"COPY ({scores_sql}) TO STDOUT WITH (FORMAT binary)"), ["int64", "float64", "float64"]
+    )
+    if not len(columns[0]):
         return _empty_pool(project)
-    ids = sample_columns[:, 0].astype(np.int64)
+    ids = columns[0].astype(np.int64)
     order = np.argsort(ids, kind="stable")
     ids = ids[order]
-    sample_columns = sample_columns[order]
-    status = sample_columns[:, 1].astype(np.int16)
+    status = columns[1].astype(np.int16)[order]
     n = len(ids)
 
-    def place(keys: NDArray[Any]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
-        wanted = keys.astype(np.int64)
-        positions = np.minimum(np.searchsorted(ids, wanted), n - 1)
-        return positions, ids[positions] == wanted
+    def place(keys: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        positions = np.minimum(np.searchsorted(ids, keys), n - 1)
+        return positions, ids[positions] == keys
 
     priority = np.full(n, np.nan)
     reason = np.full(n, NO_TASK, dtype=np.int16)
-    at, found = place(task_columns[:, 0])
-    priority[at[found]] = task_columns[:, 1].astype(np.float64)[found]
-    reason[at[found]] = task_columns[:, 2].astype(np.int16)[found]
+    at, found = place(task_ids)
+    priority[at[found]] = task_priority[found]
+    reason[at[found]] = task_reason[found]
     # Queued for something else only (a review or gold task): not the re-rank's to touch.
     reason[(reason == NO_TASK) & (status == SampleStatus.QUEUED)] = OTHER
     drift = np.full(n, np.nan)
     stored = np.full(n, np.nan)
-    at, found = place(score_columns[:, 0])
-    drift[at[found]] = score_columns[:, 1].astype(np.float64)[found]
-    stored[at[found]] = score_columns[:, 2].astype(np.float64)[found]
-    field_columns = [sample_columns[:, 2 + k] for k in range(n_fields)]
+    at, found = place(score_ids)
+    drift[at[found]] = score_drift[found]
+    stored[at[found]] = score_uncertainty[found]
+    field_columns = [column[order] for column in columns[2:]]
     return Pool(
         sample_ids=ids,
         has_task=reason != NO_TASK,

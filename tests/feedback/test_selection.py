@@ -189,3 +189,29 @@ def test_random_strategy_names_the_queue_random(project: Project, rows: Any, run
     samples_ingest(project=project, items=rows(20, start=1000), actor=None)
     _model(project, rows, run_on_commit)
     assert {t.reason for t in _pending(project)} == {"random"}
+
+
+@pytest.mark.postgres
+def test_copy_reader_matches_the_orm_reader_on_awkward_values(project: Project) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the COPY reader is PostgreSQL's")
+    awkward = [
+        {"x": 1.5, "colour": "red", "note": 'a "quoted", comma'},
+        {"colour": "", "note": "two\nlines"},  # x missing; an empty category is not a missing one
+        {"x": -0.0, "note": ""},  # colour missing
+        {"x": 1e300, "colour": "NULL", "note": "NA é ünïcode \\N"},
+    ]
+    items = [{"external_id": f"w{i}", "data": data} for i, data in enumerate(awkward)]
+    samples_ingest(project=project, items=items, actor=None)
+    fast = selection.pool_read(project=Project.objects.get(pk=project.pk))
+    portable = selection._read_pool_portable(Project.objects.get(pk=project.pk), None, None)
+    assert fast.sample_ids.tolist() == portable.sample_ids.tolist()
+    for name in ("priority", "drift", "stored_uncertainty"):
+        assert np.array_equal(getattr(fast, name), getattr(portable, name), equal_nan=True), name
+    assert fast.reason.tolist() == portable.reason.tolist() and fast.has_task.all()
+
+    def plain(matrix: Any) -> list[list[Any]]:
+        return [["nan" if isinstance(v, float) and np.isnan(v) else v for v in row] for row in matrix.tolist()]
+
+    assert plain(fast.matrix) == plain(portable.matrix)
+    assert sum(row.count("two\nlines") + row.count("") + row.count("\x00missing") for row in plain(fast.matrix)) == 4
