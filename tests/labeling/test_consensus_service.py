@@ -249,3 +249,19 @@ def test_reestimate_leaves_reviewed_and_imported_labels_alone(manager: User, mak
     consensus.consensus_reestimate(project_id=project.pk)
     label = Label.objects.get(sample_id=some)
     assert (label.label, label.method) == ("bird", "review")
+
+
+def test_reestimate_sends_changes_it_is_unsure_of_to_review(manager: User, make_user: Any) -> None:
+    project, truth, _ = _spammer_world(manager, make_user)
+    project_update(project_id=project.pk, changes={"consensus": {"method": "dawid_skene", "review_below": 1.0}})
+    result = consensus.consensus_reestimate(project_id=project.pk)
+    assert result is not None and (result.changed, result.sent_to_review) == (0, 12)
+    would_change = {s for s, label in truth.items() if label != "cat"}
+    reviews = Task.objects.filter(project=project, kind=TaskKind.REVIEW, status=TaskStatus.PENDING)
+    assert set(reviews.values_list("sample_id", flat=True)) == would_change
+    final = dict(Label.objects.filter(project=project).values_list("sample_id", "label"))
+    assert all(final[s] == "cat" for s in would_change)  # unchanged until a reviewer decides
+    # The labels it confirms are now Dawid-Skene's, with its confidence, and no trail row.
+    confirmed = Label.objects.filter(project=project).exclude(sample_id__in=would_change)
+    assert set(confirmed.values_list("method", flat=True)) == {"dawid_skene"}
+    assert not LabelChange.objects.filter(project=project, reason=consensus.REESTIMATE_REASON).exists()
