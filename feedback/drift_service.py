@@ -156,7 +156,9 @@ def production_cut(project: Project, *, size: int | None, seconds: int | None, l
         total = queryset.count()
         n_windows = math.ceil(total / size)
         first_index = max(0, n_windows - limit)
-        picked = list(queryset.order_by("moment", "pk").values_list("pk", "moment")[first_index * size :])
+        # The newest rows only, newest first (a top-N sort, not a sort of every sample), then in time order.
+        wanted = total - first_index * size
+        picked = list(queryset.order_by("-moment", "-pk").values_list("pk", "moment")[:wanted])[::-1]
         moments = [m for _, m in picked]
         windows = [
             drift.Window(indices=np.arange(i, min(i + size, len(picked)), dtype=np.intp), start=None, end=None)

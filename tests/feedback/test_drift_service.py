@@ -95,6 +95,9 @@ def test_windows_answer_the_api_shape_and_find_the_shift(drifting: Project) -> N
     ]
     big = drift_service.project_drift(project=drifting, window=250, domain=False)["windows"]
     assert [w["n"] for w in big] == [250, 250] and big[0]["score_kind"] == "max_effect"
+    # A last window still filling: the newest one only, its 200 samples.
+    partial = drift_service.project_drift(project=drifting, window=300, limit=1, domain=False)["windows"]
+    assert [(w["index"], w["n"], w["complete"]) for w in partial] == [(1, 200, False)]
 
 
 def test_windows_by_time(drifting: Project) -> None:
