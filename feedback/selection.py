@@ -3,8 +3,9 @@
 One pass over the pool, vectorized: one read of every unlabeled sample (on PostgreSQL three ``COPY``
 statements: the samples' fields, their tasks' priority and reason, their drift scores; elsewhere one
 ORM query), one feature matrix, one ``transform`` and ``predict_proba``, one ranking
-(``feedback.ranking``), and one set-based UPDATE per table (``labeling.bulk.update_from_arrays``: a binary COPY into a temporary
-table and one ``UPDATE ... FROM`` on PostgreSQL). Never a query per sample.
+(``feedback.ranking``), and one set-based UPDATE per table (``labeling.bulk.update_from_arrays``:
+a binary COPY into a temporary table and one ``UPDATE ... FROM`` on PostgreSQL). Never a query per
+sample.
 
 What is written per re-score, and why not everything: updating a million task rows costs
 PostgreSQL about 30 s here (four indexes per row, and the priority is in one of them), so a
