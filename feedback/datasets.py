@@ -68,14 +68,20 @@ def dataset_version_cut(*, project_id: int, trigger: str, actor: User | None = N
 
 
 # Each sample touched by the changes in (watermark, top], with its external id, its current final
-# label (or null) and its open member (or nulls): the whole cut reads this one query. Each lookup
-# is a LATERAL with OFFSET 0 (not flattened into a join), so it is one index probe per touched
-# sample: joined plainly, PostgreSQL hash-joins a 10,000-sample change against a sequential scan
-# of the whole sample table (O(set) pages read, 0.4-1.8 s on 1,000,000 samples).
-_TOUCHED = f"""
+# label (or null) and its open member (or nulls): the whole cut reads one of these two queries.
+_TOUCHED_FROM = f"""
 SELECT t.sample_id, s.external_id, l.label, m.id, m.label
 FROM (SELECT DISTINCT sample_id FROM {LabelChange._meta.db_table}
       WHERE project_id = %s AND id > %s AND id <= %s) t
+"""
+# Few changes: one index probe per touched sample. Each lookup is a LATERAL with OFFSET 0 (not
+# flattened into a join) and sequential scans are off while it is planned: joined plainly,
+# PostgreSQL hash-joins a 10,000-sample change against a scan of the whole sample table (O(set)
+# pages, 0.4-1.8 s on 1,000,000 samples), and a member table too new to have statistics gets a
+# sequential scan per probe, which the cut's own inserts make quadratic.
+_TOUCHED_PROBED = (
+    _TOUCHED_FROM
+    + f"""
 CROSS JOIN LATERAL (SELECT external_id FROM {Sample._meta.db_table} WHERE id = t.sample_id OFFSET 0) s
 LEFT JOIN LATERAL (SELECT label FROM {Label._meta.db_table} WHERE sample_id = t.sample_id OFFSET 0) l ON true
 LEFT JOIN LATERAL (
@@ -83,6 +89,18 @@ LEFT JOIN LATERAL (
 ) m ON true
 ORDER BY t.sample_id
 """
+)
+# Many changes (a first cut, a bulk import): joined, the planner's hash joins read each table once.
+_TOUCHED_JOINED = (
+    _TOUCHED_FROM
+    + f"""
+JOIN {Sample._meta.db_table} s ON s.id = t.sample_id
+LEFT JOIN {Label._meta.db_table} l ON l.sample_id = t.sample_id
+LEFT JOIN {DatasetMember._meta.db_table} m ON m.sample_id = t.sample_id AND m.valid_to IS NULL
+ORDER BY t.sample_id
+"""
+)
+PROBE_MAX_CHANGES = 100_000
 _CLOSE = f"UPDATE {DatasetMember._meta.db_table} SET valid_to = %s WHERE id = ANY(%s)"
 _OPEN = f"""
 INSERT INTO {DatasetMember._meta.db_table} (project_id, sample_id, label, valid_from)
@@ -101,7 +119,15 @@ def _apply_changes_postgresql(
     added = changed = removed = 0
     reader = connection.chunked_cursor()
     try:
-        reader.execute(_TOUCHED, [project_id, watermark, top])
+        params = [project_id, watermark, top]
+        if top - watermark <= PROBE_MAX_CHANGES:  # ids are global: an upper bound of this project's changes
+            with connection.cursor() as setting:
+                setting.execute("SET LOCAL enable_seqscan = off")
+            reader.execute(_TOUCHED_PROBED, params)  # the plan is fixed when the cursor opens
+            with connection.cursor() as setting:
+                setting.execute("SET LOCAL enable_seqscan TO DEFAULT")
+        else:
+            reader.execute(_TOUCHED_JOINED, params)
         while rows := reader.fetchmany(CUT_BATCH):
             close: list[int] = []
             new_ids: list[int] = []

@@ -2,7 +2,9 @@
 
 import io
 from typing import Any
+from unittest import mock
 
+import pytest
 from django.contrib.auth.models import User
 
 from feedback import datasets, sethash
@@ -72,6 +74,20 @@ def test_time_travel_gives_the_same_rows(manager: User) -> None:
     assert v3.hash == v1.hash  # ... same content hash, whatever the path
 
 
+@pytest.mark.parametrize("probe_max", [0, 10**6])
+def test_both_read_plans_of_a_cut_give_the_same_version(manager: User, probe_max: int) -> None:
+    """PostgreSQL reads the touched samples by index probes (few changes) or by joins (many)."""
+    project = _project(manager)
+    ids = _seed(project, 30)
+    with mock.patch.object(datasets, "PROBE_MAX_CHANGES", probe_max):
+        datasets.dataset_version_cut(project_id=project.pk, trigger="manual")
+        _relabel(project, ids[:4], "b")
+        v2 = datasets.dataset_version_cut(project_id=project.pk, trigger="manual").version
+    assert (v2.n_added, v2.n_changed, v2.n_removed, v2.size) == (0, 4, 0, 30)
+    assert v2.hash == sethash.to_hex(sethash.of_pairs(_pairs(v2)))
+    assert {label for _, label in _pairs(v2)} == {"a", "b"}
+
+
 def test_hash_is_the_set_hash_of_the_rows(manager: User) -> None:
     project = _project(manager)
     ids = _seed(project, 30)
@@ -97,7 +113,6 @@ def test_net_zero_changes_make_no_version(manager: User) -> None:
 
 from datetime import timedelta  # noqa: E402
 
-import pytest  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
