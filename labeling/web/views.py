@@ -178,7 +178,12 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 def _next_fragment(request: HttpRequest, project: Project, role: str, **extra: Any) -> HttpResponse:
-    """The task to hold after the one now on screen, with the progress, notice and undo bar."""
+    """After an answer or a skip. From app.js (which sends ``showing``): the task to hold after the
+    one it now shows, with the progress, notice and undo bar. From the plain htmx form (the page
+    without app.js, or a client of its own): the task card to show now, in place of the old one."""
+    if "showing" not in request.POST:
+        current = _take(project, _user(request), role, set())
+        return render(request, "labeling/_task.html", _context(request, project, role, current=current, **extra))
     following = _take(project, _user(request), role, _showing(request))
     return render(request, "labeling/_next.html", _context(request, project, role, following=following, **extra))
 

@@ -126,12 +126,18 @@
     }
   });
 
+  // The answer and skip buttons submit plain htmx forms (the page without this script); here they
+  // swap in the task fetched ahead instead, so the click's default (the form's submit) is prevented.
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("button");
     if (!button || !desk() || !desk().contains(button)) return;
-    if (button.classList.contains("answer") && button.closest("#task")) act("answer", button.value);
-    else if (button.classList.contains("skip") && button.closest("#task")) act("skip");
-    else if (button.classList.contains("undo")) act("undo");
+    if (button.classList.contains("answer") && button.closest("#task")) {
+      event.preventDefault();
+      act("answer", button.value);
+    } else if (button.classList.contains("skip") && button.closest("#task")) {
+      event.preventDefault();
+      act("skip");
+    } else if (button.classList.contains("undo")) act("undo");
     else if (button.classList.contains("help-open")) toggleHelp();
   });
 

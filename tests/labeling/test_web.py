@@ -321,3 +321,18 @@ def test_left_is_the_projects_queue_above_the_cap(
     client.post(_answer_url(project, tasks[2]), {"label": "cat", "showing": tasks[3].pk})
     html = client.post(_answer_url(project, tasks[3]), {"label": "cat"}).content.decode()
     assert _counter(html, "left") == 0  # at the cap again: this annotator's own count (the skip is not theirs)
+
+
+def test_without_app_js_the_forms_swap_in_the_next_card(project: Project, annotator: User) -> None:
+    """The answer and skip buttons are plain htmx forms: without app.js (or its ``showing``) the
+    response is the card to show now, which is the task the page had fetched ahead."""
+    tasks = _tasks(project, 3)
+    client = _client(annotator)
+    page = client.get(f"/projects/{project.pk}/label/").content.decode()
+    assert f'<form class="answers" hx-post="{_answer_url(project, tasks[0])}"' in page
+    html = client.post(_answer_url(project, tasks[0]), {"label": "cat"}).content.decode()
+    assert html.lstrip().startswith('<section class="task card" id="task"')
+    assert _shown_task(html) == tasks[1].pk and f'hx-post="{_answer_url(project, tasks[1])}"' in html
+    assert _counter(html, "done-today") == 1
+    html = client.post(_skip_url(project, tasks[1])).content.decode()
+    assert _shown_task(html) == tasks[2].pk
