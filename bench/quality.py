@@ -483,7 +483,7 @@ def bench_audit(n_answers: int, repeats: int = 3) -> None:
     project_update(project_id=project.pk, changes={"consensus": {"method": "dawid_skene"}})
     first, result = timed(lambda: consensus_service.consensus_reestimate(project_id=project.pk))
     again, _ = timed(lambda: consensus_service.consensus_reestimate(project_id=project.pk))
-    print(f"{'read the answers (values_list + arrays)':52} median {statistics.median(read):6.2f} s")
+    print(f"{'read the answers (labeling.answers)':52} median {statistics.median(read):6.2f} s")
     print(f"{'audit selector (everything but label issues)':52} median {statistics.median(selector):6.2f} s")
     print(f"{'audit_refresh (the worker task: compute and store)':52} {refresh:13.2f} s")
     print(f"{'audit_refresh, nothing new (idempotent)':52} {refresh_again:13.3f} s")
