@@ -302,10 +302,10 @@ def audit_refresh_soon(project_id: int) -> None:
     (the figures are only late, and the next change asks again)."""
     from feedback import audit_tasks
 
-    if audit_selectors.is_small(project_id=project_id):
-        return
     key = _refresh_key(project_id)
-    if not cache.add(key, True, timeout=REFRESH_DELAY):
+    # The debounce first: this runs after every answer that finalizes a label, and the size check
+    # is a query (a bounded one); a small project is looked at again after REFRESH_DELAY.
+    if not cache.add(key, True, timeout=REFRESH_DELAY) or audit_selectors.is_small(project_id=project_id):
         return
     try:
         audit_tasks.refresh_audit.apply_async((project_id,), countdown=REFRESH_DELAY)

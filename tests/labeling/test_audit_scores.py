@@ -260,6 +260,7 @@ def test_labels_changing_on_a_large_project_enqueue_one_refresh(
 
     label("s0", "cat")  # small: audited live, nothing to enqueue
     assert calls == []
+    cache.clear()  # the delay passes: the project is looked at again
     monkeypatch.setattr(audit, "LIVE_LIMIT", 3)
     label("s1", "cat")
     label("s2", "dog")  # within the delay: the first request covers it
