@@ -21,11 +21,13 @@ the task is idempotent on the project's newest answer and gold set.
 The estimate is kept in the project's ``settings`` under STATE_KEY, which no settings group uses
 and the API does not show (no table holds per-annotator estimates; a dedicated one would be cleaner).
 It is small: per annotator a confusion matrix, or only its diagonal once the matrices would pass
-FULL_MATRIX_LIMIT numbers.
+FULL_MATRIX_LIMIT numbers, as base64 of float32 bytes (one JSON string: cheap for every reader of
+the settings).
 
 The algorithms themselves are pure, in ``labeling.consensus``.
 """
 
+import base64
 import hashlib
 import itertools
 import logging
@@ -53,7 +55,7 @@ from labeling.services.review import review_request
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "_consensus_state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: matrices and user ids as base64 of their bytes
 FULL_MATRIX_LIMIT = 8192  # numbers; beyond it only each matrix's diagonal is stored
 REESTIMATE_DELAY = 30  # seconds between re-estimates a process asks for
 # Labels whose Dawid-Skene confidence moved by less than this keep their stored confidence: a
@@ -172,28 +174,33 @@ def posterior_decision(
 class _Estimate:
     n_labels: int
     priors: NDArray[np.float64] | None
-    rows: dict[int, NDArray[np.float64]]  # user id -> (n_labels, n_labels)
+    users: NDArray[np.int64]  # ascending user ids
+    stored: NDArray[np.float32]  # (len(users), n_labels * n_labels) or (len(users), n_labels): diagonals
 
     def matrix(self, user_id: int) -> NDArray[np.float64]:
-        found = self.rows.get(user_id)
-        return found if found is not None else prior_confusion(self.n_labels)
+        """The user's stored matrix, or the prior's for a user the estimate has not seen."""
+        i = int(np.searchsorted(self.users, user_id))
+        if i >= self.users.size or self.users[i] != user_id:
+            return prior_confusion(self.n_labels)
+        values = self.stored[i].astype(np.float64)
+        n = self.n_labels
+        if values.size == n * n:
+            matrix = values.reshape(n, n)
+        else:  # the diagonal only: errors spread evenly over the other labels
+            eye = np.eye(n)
+            off = (1.0 - values) / max(n - 1, 1)
+            matrix = values[:, None] * eye + off[:, None] * (1.0 - eye)
+        out: NDArray[np.float64] = matrix / matrix.sum(axis=1, keepdims=True)
+        return out
 
 
 def _estimate_of(state: dict[str, Any] | None, project_labels: list[str]) -> _Estimate:
     n_labels = len(project_labels)
     if not state or state.get("v") != STATE_VERSION or state.get("labels") != project_labels:
-        return _Estimate(n_labels, None, {})
-    rows: dict[int, NDArray[np.float64]] = {}
-    eye = np.eye(n_labels)
-    for user_id, stored in zip(state["annotators"], state["matrices"], strict=True):
-        values = np.asarray(stored, dtype=np.float64)
-        if values.size == n_labels * n_labels:
-            matrix = values.reshape(n_labels, n_labels)
-        else:  # the diagonal only: errors spread evenly over the other labels
-            off = (1.0 - values) / max(n_labels - 1, 1)
-            matrix = values[:, None] * eye + off[:, None] * (1.0 - eye)
-        rows[int(user_id)] = matrix / matrix.sum(axis=1, keepdims=True)
-    return _Estimate(n_labels, np.asarray(state["priors"], dtype=np.float64), rows)
+        return _Estimate(n_labels, None, np.zeros(0, dtype=np.int64), np.zeros((0, n_labels), dtype=np.float32))
+    users = np.frombuffer(base64.b64decode(state["annotators"]), dtype="<i8").astype(np.int64)
+    stored = np.frombuffer(base64.b64decode(state["matrices"]), dtype="<f4").reshape(users.size, state["per"])
+    return _Estimate(n_labels, np.asarray(state["priors"], dtype=np.float64), users, stored)
 
 
 def _state_of(
@@ -206,15 +213,21 @@ def _state_of(
     iterations: int,
     converged: bool,
 ) -> dict[str, Any]:
+    """The estimate as stored in the project's settings. The matrices and user ids go as base64 of
+    their bytes: the settings are read on every hand-out, and one string costs the JSON parser next
+    to nothing where thousands of numbers would not; the answer path decodes only its users' rows."""
     full = confusion.size <= FULL_MATRIX_LIMIT
     n_labels = len(project_labels)
-    # Rounded and kept away from 0, so that a stored matrix never rules a class out.
-    kept = np.clip(np.round(confusion if full else confusion[:, np.arange(n_labels), np.arange(n_labels)], 6), 1e-6, 1)
+    # Kept away from 0, so that a stored matrix never rules a class out.
+    kept = np.clip(confusion if full else confusion[:, np.arange(n_labels), np.arange(n_labels)], 1e-6, 1)
+    flat = kept.reshape(len(user_ids), -1).astype("<f4")
+    order = np.argsort(user_ids)
     return {
         "v": STATE_VERSION,
         "labels": project_labels,
-        "annotators": [int(u) for u in user_ids],
-        "matrices": [row.ravel().tolist() for row in kept],
+        "annotators": base64.b64encode(np.asarray(user_ids, dtype="<i8")[order].tobytes()).decode(),
+        "matrices": base64.b64encode(flat[order].tobytes()).decode(),
+        "per": int(flat.shape[1]),
         "priors": np.round(priors, 6).tolist(),
         "watermark": watermark,
         "gold": gold_digest,

@@ -5,12 +5,14 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.utils import timezone
 
 from labeling import queue
+from labeling.consensus import prior_confusion
 from labeling.models import (
     Annotation,
     Gold,
@@ -265,3 +267,25 @@ def test_reestimate_sends_changes_it_is_unsure_of_to_review(manager: User, make_
     confirmed = Label.objects.filter(project=project).exclude(sample_id__in=would_change)
     assert set(confirmed.values_list("method", flat=True)) == {"dawid_skene"}
     assert not LabelChange.objects.filter(project=project, reason=consensus.REESTIMATE_REASON).exists()
+
+
+@pytest.mark.parametrize("n_labels", [3, 40])  # 40 labels x 6 annotators pass FULL_MATRIX_LIMIT: diagonals
+def test_the_stored_estimate_round_trips(n_labels: int) -> None:
+    rng = np.random.default_rng(n_labels)
+    raw = rng.random((6, n_labels, n_labels)) + 3 * np.eye(n_labels)
+    confusion = raw / raw.sum(axis=2, keepdims=True)
+    users = np.array([40, 7, 12, 99, 3, 58], dtype=np.int64)
+    labels = [f"l{i}" for i in range(n_labels)]
+    priors = np.full(n_labels, 1.0 / n_labels)
+    state = consensus._state_of(labels, users, confusion, priors, 10, "g", 5, True)
+    assert all(not isinstance(value, list) for key, value in state.items() if key in ("matrices", "annotators"))
+    estimate = consensus._estimate_of(state, labels)
+    for position, user_id in enumerate(users.tolist()):
+        got = estimate.matrix(user_id)
+        if n_labels == 3:
+            assert got == pytest.approx(confusion[position], abs=1e-6)
+        else:  # the diagonal kept, the rest spread evenly
+            assert np.diag(got) == pytest.approx(np.diag(confusion[position]), abs=1e-6)
+        assert got.sum(axis=1) == pytest.approx(np.ones(n_labels))
+    assert estimate.matrix(1234) == pytest.approx(prior_confusion(n_labels))
+    assert consensus._estimate_of(state, [*labels[:-1], "renamed"]).priors is None  # labels changed: the prior
