@@ -221,6 +221,23 @@ def test_audit_page_shows_charts_without_anything_remote(answered: Project, mana
     assert Client().get(f"/projects/{answered.pk}/audit/").status_code == 302
 
 
+def test_a_large_projects_page_waits_for_then_shows_the_stored_figures(
+    answered: Project, manager: User, monkeypatch: pytest.MonkeyPatch, run_on_commit: Any
+) -> None:
+    from labeling import audit
+
+    monkeypatch.setattr(audit, "LIVE_LIMIT", 5)  # 12 answers: "large"
+    browser = Client()
+    browser.force_login(manager)
+    pending = browser.get(f"/projects/{answered.pk}/audit/").content.decode()
+    assert "being computed in the background" in pending and "Recompute now" in pending
+    with run_on_commit():  # the worker's task runs once the request's transaction commits
+        response = browser.post(f"/projects/{answered.pk}/audit/refresh/")
+    assert response.status_code == 302 and response["Location"] == f"/projects/{answered.pk}/audit/"
+    html = browser.get(response["Location"]).content.decode()
+    assert "Computed in the background at" in html and html.count("<svg") == 3 and "bob" in html
+
+
 def test_gold_form_on_the_page(answered: Project, manager: User) -> None:
     browser = Client()
     browser.force_login(manager)
