@@ -115,6 +115,21 @@
     else help.showModal();
   }
 
+  // Say so when the lease on the task on screen has run out (the server refuses the answer then).
+  function checkLease() {
+    var sample = $("#task .sample"), notice = document.getElementById("notice");
+    if (!sample || !notice || sample.dataset.warned || !sample.dataset.expires) return;
+    if (Date.parse(sample.dataset.expires) <= Date.now()) {
+      sample.dataset.warned = "1";
+      notice.innerHTML = "";
+      var p = document.createElement("p");
+      p.className = "notice expired";
+      p.textContent = "Your lease on this task expired: it went back to the queue. Skip it (s) to get another one.";
+      notice.appendChild(p);
+    }
+  }
+  window.setInterval(checkLease, 1000);
+
   document.addEventListener("htmx:configRequest", sendCsrfCookie);
   document.addEventListener("htmx:responseError", showFailure);
   document.addEventListener("htmx:sendError", showFailure);

@@ -277,6 +277,11 @@ def test_failures_and_lost_sessions_are_not_silent(
     expect(sample).to_have_attribute("data-task", str(tasks[1].pk))
     expect(page.get_by_role("alert")).to_have_count(0)
 
+    # The lease on the task on screen runs out: the page says so before the server refuses it.
+    page.evaluate("document.querySelector('#task .sample').dataset.expires = new Date(Date.now() - 1000).toISOString()")
+    expect(page.locator("#notice")).to_contain_text("Your lease on this task expired")
+    _shot(page, "10-lease-expired")
+
     # Logging out and in again in another tab rotates the CSRF secret; this tab still works.
     other = page.context.new_page()
     other.goto("/")
