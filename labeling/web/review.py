@@ -56,8 +56,8 @@ def review_decide(request: HttpRequest, project_id: int, task_id: int) -> HttpRe
     message, status = "", 200
     if label not in project.labels:
         message, status = "Choose one of the project's labels.", 400
-    elif not why:
-        message, status = "Say why: the reason is kept in the sample's history.", 400
+    elif not why or "\x00" in why:
+        message, status = "Say why (in plain text): the reason is kept in the sample's history.", 400
     else:
         assert isinstance(request.user, User)
         try:

@@ -115,7 +115,7 @@ def _take(project: Project, user: User, role: str, exclude: set[int]) -> Card | 
 def _showing(request: HttpRequest) -> set[int]:
     """The task the page shows now (sent by app.js), which must not come back as the next one."""
     value = request.POST.get("showing", "")
-    return {int(value)} if value.isdigit() and len(value) < 19 else set()
+    return {int(value)} if value.isascii() and value.isdigit() and len(value) < 19 else set()
 
 
 def _progress(project: Project, user: User) -> dict[str, Any]:
@@ -188,6 +188,13 @@ def _next_fragment(request: HttpRequest, project: Project, role: str, **extra: A
     return render(request, "labeling/_next.html", _context(request, project, role, following=following, **extra))
 
 
+def _duration(value: str) -> int | None:
+    """The time the page says the annotator took, if it is a plausible number of milliseconds."""
+    if not (value.isascii() and value.isdigit() and len(value) < 12):
+        return None
+    return int(value) if int(value) < MAX_DURATION_MS else None
+
+
 def _why_not(exc: Conflict, doing: str) -> str:
     text = str(exc)
     if "expired" in text:
@@ -217,7 +224,7 @@ def label_answer(request: HttpRequest, project_id: int, task_id: int) -> HttpRes
                 task_id=_task_of(project, task_id),
                 user=_user(request),
                 label=label,
-                duration_ms=int(duration) if duration.isdigit() and int(duration) < MAX_DURATION_MS else None,
+                duration_ms=_duration(duration),
             )
             undo = {"task_id": task_id, "label": label}
         except Conflict as exc:

@@ -113,7 +113,12 @@ def test_a_decision_needs_a_label_of_the_project_and_a_reason(
     task = Task.objects.get(sample=sample, kind=TaskKind.REVIEW)
     url = f"/projects/{project.pk}/review/{task.pk}/decide/"
     client = _client(reviewer)
-    for body, why in [({"label": "fish", "why": "x"}, "Choose one"), ({"label": "dog", "why": "  "}, "Say why")]:
+    cases = [
+        ({"label": "fish", "why": "x"}, "Choose one"),
+        ({"label": "dog", "why": "  "}, "Say why"),
+        ({"label": "dog", "why": "nul \x00 in it"}, "Say why"),
+    ]
+    for body, why in cases:
         response = client.post(url, body, headers={"HX-Request": "true"})
         assert response.status_code == 200 and response["X-Review-Status"] == "400"
         assert why in response.content.decode()

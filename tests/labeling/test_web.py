@@ -195,7 +195,7 @@ def test_answer_stores_the_label_and_brings_the_task_after_the_next(project: Pro
     assert tasks[0].status == TaskStatus.DONE
 
 
-@pytest.mark.parametrize("duration", ["", "abc", "-5", "999999999999"])
+@pytest.mark.parametrize("duration", ["", "abc", "-5", "999999999999", "²", "1" * 40])
 def test_answer_without_a_usable_duration_stores_none(project: Project, annotator: User, duration: str) -> None:
     tasks = _tasks(project, 1)
     client = _client(annotator)
@@ -336,3 +336,12 @@ def test_without_app_js_the_forms_swap_in_the_next_card(project: Project, annota
     assert _counter(html, "done-today") == 1
     html = client.post(_skip_url(project, tasks[1])).content.decode()
     assert _shown_task(html) == tasks[2].pk
+
+
+def test_a_strange_showing_value_is_ignored(project: Project, annotator: User) -> None:
+    tasks = _tasks(project, 3)
+    client = _client(annotator)
+    client.get(f"/projects/{project.pk}/label/")
+    for showing in ["²", "-1", "9" * 30, "x"]:
+        response = client.post(_skip_url(project, tasks[0]), {"showing": showing})
+        assert response.status_code == 200
