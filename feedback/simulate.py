@@ -23,9 +23,10 @@ Label-issue audits (a cross-validation per cut) are skipped while simulating: th
 import csv
 import io
 import json
+import logging
 import secrets
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,16 @@ def _replay(
             progress(f"{curve.strategy} seed {curve.seed}: {n_labels} labels, accuracy {curve.points[-1][1]:.3f}")
 
 
+@contextmanager
+def _quieter(logger: logging.Logger) -> Iterator[None]:
+    level = logger.level
+    logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def simulate(
     dataset: Dataset,
     *,
@@ -302,6 +313,9 @@ def simulate(
             audit = getattr(audit_tasks, "find_label_issues", None)
             if audit is not None:
                 stack.enter_context(mock.patch.object(audit, "delay", lambda *a, **k: None))
+            # Hundreds of eager tasks and re-scores would each log a line between the results.
+            for name in ("celery.app.trace", "feedback"):
+                stack.enter_context(_quieter(logging.getLogger(name)))
             return [
                 simulate_one(dataset, strategy=strategy, seed=seed, progress=progress, **options)
                 for strategy in strategies
