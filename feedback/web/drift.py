@@ -7,6 +7,7 @@ Computing it is the per-feature tests only (no domain classifier), on the newest
 Members of the project may read it; non-members get 404, like the API.
 """
 
+import math
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -25,6 +26,7 @@ MARGIN = {"left": 48, "right": 16, "top": 16, "bottom": 36}
 COLOURS = ["#3451b2", "#c2410c", "#15803d", "#a21caf", "#0e7490", "#b45309", "#be123c", "#4d7c0f", "#6d28d9"]
 THRESHOLD = 0.1
 PAGE_WINDOWS = 40
+LABEL_SPACING = 90
 
 
 def _project(request: HttpRequest, project_id: int) -> Project:
@@ -69,9 +71,10 @@ def chart(windows: list[dict[str, Any]], fields: list[str]) -> dict[str, Any]:
             }
         )
     ticks = [{"value": f"{top * t / 4:.2g}", "y": round(y(top * t / 4), 1)} for t in range(5)]
-    step = max(1, len(windows) // 8)
+    # Labels "MM-DD HH:MM" are about 70 px wide at the chart's font: at most one per LABEL_SPACING px.
+    step = max(1, math.ceil(len(windows) * LABEL_SPACING / plot_w))
     labels = [
-        {"x": round(x(i), 1), "text": str(w["start"])[:16].replace("T", " ")}
+        {"x": round(x(i), 1), "text": str(w["start"])[5:16].replace("T", " ")}
         for i, w in enumerate(windows)
         if i % step == 0
     ]

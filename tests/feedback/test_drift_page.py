@@ -1,5 +1,6 @@
 """The drift page: drift per feature over time as a server-rendered SVG chart, for members only."""
 
+import itertools
 import re
 from typing import Any
 
@@ -52,3 +53,16 @@ def test_chart_scales_effects_into_the_plot() -> None:
     assert points[0]["x"] == drawn["left"] and points[1]["x"] == drawn["right"]
     assert [p["drifted"] for p in points] == [False, True]
     assert drawn["top"] < drawn["threshold_y"] < drawn["bottom"]
+
+
+def test_time_labels_do_not_overlap() -> None:
+    windows = [
+        {
+            "start": f"2026-01-{1 + i // 24:02d}T{i % 24:02d}:00",
+            "features": {"a": {"wasserstein": 0.1, "drifted": False}},
+        }
+        for i in range(40)
+    ]
+    labels = chart(windows, ["a"])["labels"]
+    assert 2 <= len(labels) <= 9 and labels[0]["text"] == "01-01 00:00"
+    assert all(b["x"] - a["x"] >= 90 for a, b in itertools.pairwise(labels))
