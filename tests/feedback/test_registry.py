@@ -198,3 +198,44 @@ def test_train_now_button_and_the_run_page(
     assert _browser(reviewer).get(f"/projects/{project.pk}/runs/{run.pk}/").status_code == 200
     assert _browser(reviewer).post(f"/projects/{project.pk}/runs/").status_code == 403
     assert browser.get(f"/projects/{project.pk}/runs/{run.pk + 100}/").status_code == 404
+
+
+BAD_INPUTS = [
+    ("post", "runs/", {"dataset_version": "one"}),
+    ("post", "runs/", {"dataset_version": -1}),
+    ("post", "runs/", {"dataset_version": 10**12}),
+    ("post", "runs/", ["not", "an", "object"]),
+    ("get", "datasets/1/export/?format=xml", None),
+    ("get", "datasets/999/export/?format=csv", None),
+    ("get", "datasets/1/diff/?against=abc", None),
+    ("get", "datasets/1/diff/?against=999", None),
+    ("post", "datasets/1/tags/", {"name": "x" * 500}),
+    ("post", "datasets/1/tags/", {"name": "\x00"}),
+    ("post", "datasets/1/tags/", {}),
+    ("post", "datasets/prune/", {"retention_days": -5}),
+    ("post", "datasets/prune/", {"retention_days": "soon"}),
+    ("post", "models/99/promote/", {}),
+    ("post", "models/1/promote/", {"reason": ["not", "text"]}),
+    ("get", "models/99/", None),
+    ("post", "predict/", {"items": "none"}),
+    ("post", "predict/", {"items": [{"data": {"x": "not a number"}}]}),
+    ("post", "predict/", {"items": [{"data": None}]}),
+]
+
+
+def test_bad_input_is_a_clear_4xx(
+    project: Project, rows: Any, manager: User, client_for: Any, run_on_commit: Any
+) -> None:
+    _quiet(project)
+    samples_ingest(project=project, items=rows(20, labeled=True), actor=None)
+    _model(project, run_on_commit)
+    api = client_for(manager)
+    answers = {}
+    for method, path, body in BAD_INPUTS:
+        url = f"/api/projects/{project.pk}/{path}"
+        response = api.get(url) if method == "get" else api.post(url, body, format="json")
+        answers[(method, path, repr(body)[:40])] = (response.status_code, "detail" in response.json())
+    wrong = {key: answer for key, answer in answers.items() if not 400 <= answer[0] < 500}
+    assert wrong == {}
+    # Every refusal says why: a "detail", or (400) the fields at fault.
+    assert all(has_detail or status == 400 for status, has_detail in answers.values())
