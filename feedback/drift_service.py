@@ -133,8 +133,11 @@ def _production(project: Project) -> Any:
     )
 
 
-def production_cut(project: Project, *, size: int | None, seconds: int | None, limit: int) -> Cut:
-    """The newest ``limit`` windows of production samples (by count ``size``, or by span ``seconds``)."""
+def production_cut(
+    project: Project, *, size: int | None, seconds: int | None, limit: int, load_rows: bool = True
+) -> Cut:
+    """The newest ``limit`` windows of production samples (by count ``size``, or by span ``seconds``);
+    without ``load_rows`` their data is left unread (``rows`` empty: see ``cut_rows_load``)."""
     queryset = _production(project)
     if seconds is not None:
         bounds = queryset.aggregate(first=Min("moment"), last=Max("moment"))
@@ -172,11 +175,17 @@ def production_cut(project: Project, *, size: int | None, seconds: int | None, l
     return Cut(
         sample_ids=np.array(ids, dtype=np.int64),
         observed=moments,
-        rows=_data_of(ids),
+        rows=_data_of(ids) if load_rows else [],
         windows=windows,
         first_index=first_index,
         complete=complete,
     )
+
+
+def cut_rows_load(cut: Cut) -> None:
+    """Read the data of a cut made without it."""
+    if len(cut.rows) != len(cut.sample_ids):
+        cut.rows = _data_of(cut.sample_ids.tolist())
 
 
 def _window_result(
@@ -336,7 +345,8 @@ def drift_scan(*, project_id: int) -> ScanResult:
         version = reference_version(project)
         if version is None:
             return nothing
-        cut = production_cut(project, size=size, seconds=seconds, limit=SCAN_WINDOWS + 1)
+        # Most scans find nothing new: the samples' data is read only once there is a window to measure.
+        cut = production_cut(project, size=size, seconds=seconds, limit=SCAN_WINDOWS + 1, load_rows=False)
         newest = [piece for piece, complete in zip(cut.windows, cut.complete, strict=True) if complete]
         todo = [
             piece
@@ -347,6 +357,7 @@ def drift_scan(*, project_id: int) -> ScanResult:
         ]
         if not todo:
             return nothing
+        cut_rows_load(cut)
         with threadpool_limits(1):
             reference = reference_load(project, version)
             if reference is None:

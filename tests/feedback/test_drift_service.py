@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from feedback import drift_service
 from feedback.ingest import samples_ingest
@@ -122,7 +124,11 @@ def test_scan_scores_samples_queues_drift_and_is_idempotent(drifting: Project) -
     reasons = [t.reason for t in head]
     assert reasons.count("drift") == 10
     assert all(t.sample.external_id in SHIFTED for t in head if t.reason == "drift")
-    assert drift_service.drift_scan(project_id=drifting.pk).scanned == 0
+    with CaptureQueriesContext(connection) as queries:
+        assert drift_service.drift_scan(project_id=drifting.pk).scanned == 0
+    # Nothing new to measure: a few bounded queries, and no sample's data read.
+    assert len(queries) <= 12
+    assert not [q for q in queries.captured_queries if '"labeling_sample"."data"' in q["sql"]]
 
 
 def test_a_drifted_window_retrains_once_with_on_drift(drifting: Project, run_on_commit: Any) -> None:
