@@ -177,3 +177,21 @@ def test_no_reference_no_windows(manager: User) -> None:
     project_update(project_id=project.pk, changes={"drift": {"reference_version": 7}})
     with pytest.raises(drift_service.DriftError):
         drift_service.project_drift(project=Project.objects.get(pk=project.pk))
+
+
+def test_a_pinned_reference_is_used_instead_of_the_latest(drifting: Project) -> None:
+    from feedback.datasets import dataset_version_cut
+
+    first = DatasetVersion.objects.filter(project=drifting, size__gt=0).earliest("version")
+    # A newer version with the shifted samples labeled: against it, the shifted windows look less new.
+    samples_ingest(
+        project=drifting, items=items(200, start=7000, shift=2.5, colours=(0.1, 0.2, 0.7), labeled=True), actor=None
+    )
+    newer = dataset_version_cut(project_id=drifting.pk, trigger="manual").version
+    assert newer.version > first.version
+    latest = drift_service.project_drift(project=drifting, limit=1, domain=False)
+    assert latest["reference"] == {"dataset_version": newer.version, "n": newer.size}
+    project_update(project_id=drifting.pk, changes={"drift": {"reference_version": first.version}})
+    pinned = drift_service.project_drift(project=Project.objects.get(pk=drifting.pk), limit=1, domain=False)
+    assert pinned["reference"] == {"dataset_version": first.version, "n": first.size}
+    assert pinned["windows"][0]["features"]["x"]["statistic"] > latest["windows"][0]["features"]["x"]["statistic"]
