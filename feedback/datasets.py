@@ -109,6 +109,15 @@ SELECT %s, r.sample_id, r.label, %s FROM unnest(%s::bigint[], %s::text[]) AS r(s
 CUT_BATCH = 50_000
 
 
+def _few_changes(project_id: int, watermark: int, top: int) -> bool:
+    """At most PROBE_MAX_CHANGES changes of the project in (watermark, top]: ids are global, so
+    the range alone is only an upper bound. A bounded count over the (project, id) index."""
+    if top - watermark <= PROBE_MAX_CHANGES:
+        return True
+    window = LabelChange.objects.filter(project_id=project_id, id__gt=watermark, id__lte=top)
+    return window.values("id")[: PROBE_MAX_CHANGES + 1].count() <= PROBE_MAX_CHANGES
+
+
 def _apply_changes_postgresql(
     project_id: int, watermark: int, top: int, number: int, latest: DatasetVersion | None
 ) -> tuple[int, int, int, int]:
@@ -120,7 +129,7 @@ def _apply_changes_postgresql(
     reader = connection.chunked_cursor()
     try:
         params = [project_id, watermark, top]
-        if top - watermark <= PROBE_MAX_CHANGES:  # ids are global: an upper bound of this project's changes
+        if _few_changes(project_id, watermark, top):
             with connection.cursor() as setting:
                 setting.execute("SET LOCAL enable_seqscan = off")
             reader.execute(_TOUCHED_PROBED, params)  # the plan is fixed when the cursor opens
