@@ -322,6 +322,14 @@ def _marks(project_id: int) -> dict[str, Any]:
     }
 
 
+def _newer_or_same(stored: dict[str, Any], ours: dict[str, Any]) -> bool:
+    """Whether stored figures cover at least what ours do (answers and label changes only grow;
+    a different gold set at the same marks is taken as newer only when it is ours)."""
+    grown = stored["answer"] >= ours["answer"] and stored["change"] >= ours["change"]
+    later = (stored["answer"], stored["change"]) != (ours["answer"], ours["change"])
+    return grown and (later or stored["gold"] == ours["gold"])
+
+
 def is_small(*, project_id: int) -> bool:
     """Whether the project has at most LIVE_LIMIT answers (reads at most LIVE_LIMIT + 1 index entries)."""
     return Annotation.objects.filter(project_id=project_id).values("id")[: LIVE_LIMIT + 1].count() <= LIVE_LIMIT
@@ -349,6 +357,9 @@ def audit_refresh(*, project_id: int, force: bool = False) -> bool:
         locked = Project.objects.select_for_update().filter(pk=project_id).first()
         if locked is None:
             return False
+        current = locked.settings.get(REPORT_KEY) or {}
+        if current.get("v") == REPORT_VERSION and _newer_or_same(current["marks"], marks):
+            return False  # a run that started later stored first: keep its figures
         entry = {"v": REPORT_VERSION, "marks": marks, "computed_at": computed_at, "report": _pack(report)}
         locked.settings = {**locked.settings, REPORT_KEY: entry}
         locked.save(update_fields=["settings"])

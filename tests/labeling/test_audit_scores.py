@@ -227,6 +227,14 @@ def test_a_large_project_answers_from_the_figures_the_worker_stored(
     project.refresh_from_db()
     assert audit.audit_report(project=project)["n_annotations"] == 25
     assert audit.audit_refresh(project_id=project.pk + 1000) is False
+    # A run that read less than what another run stored meanwhile leaves the newer figures alone.
+    entry = project.settings[audit.REPORT_KEY]
+    ahead = {**entry, "marks": {**entry["marks"], "answer": entry["marks"]["answer"] + 1}}
+    project.settings = {**project.settings, audit.REPORT_KEY: ahead}
+    project.save(update_fields=["settings"])
+    assert audit.audit_refresh(project_id=project.pk) is False
+    project.refresh_from_db()
+    assert project.settings[audit.REPORT_KEY] == ahead
 
 
 def test_labels_changing_on_a_large_project_enqueue_one_refresh(
