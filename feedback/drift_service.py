@@ -12,14 +12,16 @@ The statistics are ``feedback.drift`` (pure); this module loads rows and writes 
 - Features are compared in the space of the project's scorer model (its preprocessor), or of a
   preprocessor fitted on the reference when there is no model yet.
 
-Work is bounded: a request computes at most ``MAX_LIMIT`` windows, reading only their rows (an
-index-free sort of the samples' ids and times, then their data by id), each domain classifier on at
-most ``REQUEST_DOMAIN_ROWS`` rows a side. The background scan (``drift_scan``, after ingest) measures
+Work is bounded: a request computes at most ``MAX_LIMIT`` windows (fewer of a very large size),
+reading the ids and times of their samples (a top-N sort) and the data of at most ``REQUEST_ROWS``
+of them (an even subsample of each window beyond that), each domain classifier on at most
+``REQUEST_DOMAIN_ROWS`` rows a side. The background scan (``drift_scan``, after ingest) measures
 the newest complete windows not measured yet, writes each of their samples' drift score, queues
 samples from a drifted region (a re-rank gives them the ``drift`` budget), and triggers retraining
 once per drift when ``retrain.on_drift`` is set (``feedback.policy.retrain_for_drift``).
 """
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -48,6 +50,11 @@ DEFAULT_LIMIT = 12
 MAX_LIMIT = 100
 REFERENCE_MAX = 20_000
 REQUEST_DOMAIN_ROWS = 1000
+# A request reads at most this many samples' data (an even subsample of each window beyond it;
+# ``n`` still counts the whole window), and the ids and times of at most REQUEST_IDS samples (fewer
+# windows of a very large size).
+REQUEST_ROWS = 200_000
+REQUEST_IDS = 2_000_000
 REQUEST_FOLDS = 3
 SCAN_WINDOWS = 3
 ID_CHUNK = 5000
@@ -73,10 +80,11 @@ class Cut:
 
     sample_ids: NDArray[np.int64]
     observed: list[datetime]
-    rows: list[dict[str, Any]]
+    rows: list[Any]  # the samples' data dicts by position (None where not read)
     windows: list[drift.Window]
     first_index: int  # the index of the first window returned, counting from the first sample
     complete: list[bool] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)  # samples per window (its indices may be a subsample)
 
 
 def reference_version(project: Project) -> DatasetVersion | None:
@@ -133,11 +141,31 @@ def _production(project: Project) -> Any:
     )
 
 
+def _thin(windows: list[drift.Window], total: int, max_rows: int) -> list[drift.Window]:
+    """Each window's indices evenly subsampled so that all of them hold at most about ``max_rows``."""
+    if total <= max_rows:
+        return windows
+    out = []
+    for w in windows:
+        keep = max(1, math.ceil(w.n * max_rows / total))
+        picked = np.unique(np.linspace(0, w.n - 1, keep).round().astype(np.intp))
+        out.append(drift.Window(indices=w.indices[picked], start=w.start, end=w.end))
+    return out
+
+
 def production_cut(
-    project: Project, *, size: int | None, seconds: int | None, limit: int, load_rows: bool = True
+    project: Project,
+    *,
+    size: int | None,
+    seconds: int | None,
+    limit: int,
+    load_rows: bool = True,
+    max_rows: int | None = None,
 ) -> Cut:
     """The newest ``limit`` windows of production samples (by count ``size``, or by span ``seconds``);
-    without ``load_rows`` their data is left unread (``rows`` empty: see ``cut_rows_load``)."""
+    without ``load_rows`` their data is left unread (``rows`` empty: see ``cut_rows_load``); with
+    ``max_rows`` only an even subsample of each window, about ``max_rows`` in all, is read (``rows``
+    holds None elsewhere; ``counts`` the windows' full sizes)."""
     queryset = _production(project)
     if seconds is not None:
         bounds = queryset.aggregate(first=Min("moment"), last=Max("moment"))
@@ -172,19 +200,29 @@ def production_cut(
         ]
         complete = [w.n == size for w in windows]
     ids = [pk for pk, _ in picked]
+    counts = [w.n for w in windows]
+    rows: list[Any] = []
+    if max_rows is not None:
+        windows = _thin(windows, len(ids), max_rows)
+    if load_rows:
+        kept = np.concatenate([w.indices for w in windows]) if windows else np.empty(0, dtype=np.intp)
+        rows = [None] * len(ids)
+        for position, data in zip(kept.tolist(), _data_of([ids[i] for i in kept.tolist()]), strict=True):
+            rows[position] = data
     return Cut(
         sample_ids=np.array(ids, dtype=np.int64),
         observed=moments,
-        rows=_data_of(ids) if load_rows else [],
+        rows=rows,
         windows=windows,
         first_index=first_index,
         complete=complete,
+        counts=counts,
     )
 
 
 def cut_rows_load(cut: Cut) -> None:
     """Read the data of a cut made without it."""
-    if len(cut.rows) != len(cut.sample_ids):
+    if len(cut.rows) != len(cut.sample_ids) or any(row is None for row in cut.rows):
         cut.rows = _data_of(cut.sample_ids.tolist())
 
 
@@ -197,12 +235,15 @@ def _window_result(
     domain: bool,
     domain_rows: int,
     folds: int,
+    n: int,
 ) -> drift.WindowDrift:
+    """The window's drift; ``n`` its full count (``window`` may hold a subsample of it)."""
     rows = [cut.rows[i] for i in window.indices]
     X = features.matrix(rows, project.schema)
     columns = drift.columns_of(project.schema, X)
     kinds = {name: kind for name, kind in project.schema.items() if kind in ("numeric", "categorical", "text")}
     result = drift.window_drift(kinds, reference.columns, columns, start=window.start, end=window.end)
+    result = dataclasses.replace(result, n=n)
     if not domain:
         return result
     verdict = drift.domain_classifier(
@@ -271,10 +312,19 @@ def project_drift(
         if reference is None:
             return body
         body["reference"]["n"] = reference.n
-        cut = production_cut(project, size=window, seconds=seconds, limit=limit)
-        for offset, (piece, complete) in enumerate(zip(cut.windows, cut.complete, strict=True)):
+        if window is not None:
+            limit = min(limit, max(1, REQUEST_IDS // window))
+        cut = production_cut(project, size=window, seconds=seconds, limit=limit, max_rows=REQUEST_ROWS)
+        for offset, (piece, complete, n) in enumerate(zip(cut.windows, cut.complete, cut.counts, strict=True)):
             result = _window_result(
-                project, reference, cut, piece, domain=domain, domain_rows=REQUEST_DOMAIN_ROWS, folds=REQUEST_FOLDS
+                project,
+                reference,
+                cut,
+                piece,
+                domain=domain,
+                domain_rows=REQUEST_DOMAIN_ROWS,
+                folds=REQUEST_FOLDS,
+                n=n,
             )
             body["windows"].append(_as_dict(cut.first_index + offset, result, complete))
     return body
@@ -363,7 +413,8 @@ def drift_scan(*, project_id: int) -> ScanResult:
             if reference is None:
                 return nothing
             results = [
-                _window_result(project, reference, cut, piece, domain=True, domain_rows=5000, folds=5) for piece in todo
+                _window_result(project, reference, cut, piece, domain=True, domain_rows=5000, folds=5, n=piece.n)
+                for piece in todo
             ]
         drifted = 0
         scored = 0

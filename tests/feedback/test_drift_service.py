@@ -195,3 +195,23 @@ def test_a_pinned_reference_is_used_instead_of_the_latest(drifting: Project) -> 
     pinned = drift_service.project_drift(project=Project.objects.get(pk=drifting.pk), limit=1, domain=False)
     assert pinned["reference"] == {"dataset_version": first.version, "n": first.size}
     assert pinned["windows"][0]["features"]["x"]["statistic"] > latest["windows"][0]["features"]["x"]["statistic"]
+
+
+def test_a_request_reads_a_bounded_subsample_and_counts_whole_windows(
+    drifting: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(drift_service, "REQUEST_ROWS", 100)
+    asked: list[int] = []
+    data_of = drift_service._data_of
+
+    def counted(ids: Any) -> Any:
+        asked.append(len(ids))
+        return data_of(ids)
+
+    monkeypatch.setattr(drift_service, "_data_of", counted)
+    windows = drift_service.project_drift(project=drifting, window=WINDOW, limit=10)["windows"]
+    assert sum(asked) - asked[0] == 100  # the reference first, then 20 of each window's 100 samples
+    assert [w["n"] for w in windows] == [WINDOW] * 5
+    assert windows[3]["drifted"] and windows[4]["drifted"]  # 20 samples each still show the shift
+    monkeypatch.setattr(drift_service, "REQUEST_IDS", 2 * WINDOW)
+    assert [w["index"] for w in drift_service.project_drift(project=drifting, window=WINDOW)["windows"]] == [3, 4]
