@@ -114,7 +114,7 @@ def test_a_drifting_stream_is_caught_queued_and_retrained(live: Live) -> None:
         versions = admin.ok("GET", f"{p}/datasets/")["results"]
         assert [v["trigger"] for v in versions].count("drift") == 1
         assert next(v for v in versions if v["trigger"] == "drift")["size"] == 200 + 10
-        # The page shows it too.
+        # Without a token, nothing.
         stranger = Api(live.base_url)
         assert stranger.get(f"{p}/drift/").status_code == 401
     finally:
