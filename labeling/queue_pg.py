@@ -10,13 +10,18 @@ free slot was an expired lease that turned out to be taken, an answer that compl
 consensus needs ``task_finalize`` (overlap > 1, Dawid-Skene, a review threshold), and every
 conflict (the ORM path says why).
 
-The statements are sent with server-side binding and prepared on their connection (psycopg
-prepares a statement its connection has run a few times), which spares PostgreSQL planning a
-dozen CTEs per request. Set ``LABELLOOP_PREPARE=0`` behind a pooler that cannot keep prepared
-statements (PgBouncer before 1.21 in transaction mode).
+The statements are prepared once per connection (PostgreSQL then plans their dozen CTEs once,
+not per request) and executed through libpq directly (``run``): psycopg's cursor re-parses a
+statement longer than 4 KB on every call to find its placeholders and dumps each parameter with
+per-call type lookups, which cost about as much Python as the rest of a fast-path request. Set
+``LABELLOOP_PREPARE=0`` behind a pooler that cannot keep prepared statements (PgBouncer before
+1.21 in transaction mode): the statements are then sent unnamed, planned each time.
 """
 
+import dataclasses
+import hashlib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,18 +67,15 @@ _CANDIDATE = (
 )"""
 )
 # Whether a candidate exists that the hand-out skipped because another transaction held its row
-# (read without locking): then the queue is busy, not empty, and the caller tries again.
-_PROBE = (
-    """
-probe AS (
-    (SELECT 1"""
-    + _ELIGIBLE.format(kind="label", when="EXISTS (SELECT 1 FROM go)")
-    + """ LIMIT 1)
-    UNION ALL
-    (SELECT 1"""
-    + _ELIGIBLE.format(kind="review", when="(SELECT reviews FROM go)")
-    + """ LIMIT 1)
-)"""
+# (read without locking): then the queue is busy, not empty, and the caller tries again. A
+# statement of its own, run only when NEXT found nothing: inside NEXT its plan cost every
+# hand-out the setting up of two more scans.
+PROBE = (
+    """SELECT EXISTS (SELECT 1"""
+    + _ELIGIBLE.format(kind="label", when="true")
+    + """) OR (%(reviews)s::boolean AND EXISTS (SELECT 1"""
+    + _ELIGIBLE.format(kind="review", when="true")
+    + "))"
 )
 
 # The hand-out. A gold task comes first when the draw (gold_rate) says so and label work remains
@@ -84,7 +86,7 @@ probe AS (
 # exact, the slot is free, and the user's lease is inserted (or their own old one renewed) and
 # counted. A pick with an expired lease is returned unleased: the ORM path locks it, releases what
 # expired in statements of their own and recounts. One row always comes back: whether the project
-# exists, the caller's role, whether the queue was only busy, and the leased task and sample.
+# exists, the caller's role, and the leased task and sample (a column kept for PROBE's answer).
 NEXT = (
     "WITH"
     + _WHO.format(project="%(project)s")
@@ -104,8 +106,6 @@ NEXT = (
     + _CANDIDATE.format(
         name="gold_pick", rank=1, kind="gold", when="(SELECT gold_first FROM go) AND EXISTS (SELECT 1 FROM label_pick)"
     )
-    + ","
-    + _PROBE
     + """, pick AS (
     SELECT * FROM (
         SELECT * FROM gold_pick UNION ALL SELECT * FROM review_pick UNION ALL SELECT * FROM label_pick
@@ -126,7 +126,7 @@ NEXT = (
     RETURNING t.id, t.reason, t.kind, t.priority, t.overlap, t.n_answers, t.created_at, t.sample_id
 )
 SELECT who.id IS NOT NULL, who.role, go.id IS NOT NULL, go.expires, go.show,
-       pick.id IS NULL AND go.id IS NOT NULL AND EXISTS (SELECT 1 FROM probe),
+       false,
        pick.id, bumped.id IS NOT NULL, bumped.reason, bumped.kind, bumped.priority, bumped.overlap,
        bumped.n_answers, bumped.created_at,
        s.id, s.external_id, s.data, s.suggestion, s.observed_at, s.status
@@ -247,16 +247,90 @@ SELECT (SELECT id FROM stored), (SELECT status FROM counted)
 """
 
 
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# statement text -> (the text with $n placeholders, the parameter names in $n order, its name)
+_CONVERTED: dict[str, tuple[bytes, tuple[str, ...], bytes]] = {}
+
+
+def _converted(sql: str) -> tuple[bytes, tuple[str, ...], bytes]:
+    """``sql`` with ``%(name)s`` placeholders turned into ``$n`` ones, once per statement. The
+    parameters' types are left to PostgreSQL to infer from where they are used (each statement
+    casts those it could not infer)."""
+    found = _CONVERTED.get(sql)
+    if found is None:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        text = _PLACEHOLDER.sub(number, sql).replace("%%", "%").encode()
+        found = (text, tuple(names), b"labelloop_" + hashlib.sha1(text).hexdigest()[:16].encode())
+        _CONVERTED[sql] = found
+    return found
+
+
+def _text(value: Any) -> bytes | None:
+    """A parameter in PostgreSQL's text input format."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, datetime):
+        return value.isoformat().encode()
+    if isinstance(value, list | tuple):
+        items = ('"' + str(item).replace("\\", "\\\\").replace('"', '\\"') + '"' for item in value)
+        return ("{" + ",".join(items) + "}").encode()
+    return str(value).encode()  # int, float
+
+
 def run(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
-    """One row of ``sql``, bound server-side (and prepared, see the module docstring)."""
+    """One row of ``sql`` (inside the caller's transaction, or alone in autocommit): prepared on
+    the connection the first time it runs there, then executed by name."""
     import psycopg  # PostgreSQL only: the quick start on SQLite does not need the driver
+    from psycopg.adapt import Transformer
 
     connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=PREPARE)
-        row = cursor.fetchone()
+    query, names, name = _converted(sql)
+    values = [_text(params[key]) for key in names]
+    with connection.wrap_database_errors:
+        conn = connection.connection
+        pgconn = conn.pgconn
+        if PREPARE:
+            prepared = _prepared_on(pgconn)
+            if name not in prepared:
+                _check(pgconn.prepare(name, query), psycopg)
+                prepared.add(name)
+            result = pgconn.exec_prepared(name, values)
+        else:
+            result = pgconn.exec_params(query, values)
+        _check(result, psycopg)
+        # Rows are read with the connection's loaders (Django's for jsonb and timestamptz), as a
+        # psycopg cursor would.
+        loader = Transformer(conn)
+        loader.set_pgresult(result)
+        row = loader.load_row(0, tuple)
     assert row is not None
     return tuple(row)
+
+
+def _prepared_on(pgconn: Any) -> set[bytes]:
+    """The statements prepared on this libpq connection (a new one after a reconnect)."""
+    held = getattr(connection, "_labelloop_prepared", None)
+    if held is None or held[0] is not pgconn:
+        held = (pgconn, set())
+        connection._labelloop_prepared = held  # type: ignore[attr-defined]
+    prepared: set[bytes] = held[1]
+    return prepared
+
+
+def _check(result: Any, psycopg: Any) -> None:
+    """Raise the database's error as psycopg would (Django wraps it)."""
+    if result.status not in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK):
+        raise psycopg.errors.error_from_result(result, encoding=connection.connection.info.encoding)
 
 
 @dataclass(frozen=True)
@@ -285,7 +359,7 @@ def lease_next(
     show_default: bool,
     with_reviews: bool = True,
 ) -> Picked:
-    """Run NEXT (inside a transaction or not: alone it is one)."""
+    """Run NEXT (inside a transaction or not: alone it is one), and PROBE when it found nothing."""
     row = run(
         NEXT,
         {
@@ -300,7 +374,12 @@ def lease_next(
             "show_default": show_default,
         },
     )
-    return picked_from(row, project_id)
+    picked = picked_from(row, project_id)
+    if picked.task_id is None and picked.allowed:
+        reviews = with_reviews and (picked.role == "staff" or picked.role in review_roles)
+        (busy,) = run(PROBE, {"project": project_id, "user": user_id, "now": now, "reviews": reviews})
+        picked = dataclasses.replace(picked, busy=bool(busy))
+    return picked
 
 
 def picked_from(row: tuple[Any, ...], project_id: int) -> Picked:
