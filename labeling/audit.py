@@ -30,7 +30,7 @@ from labeling.agreement import agreement, krippendorff_alpha
 from labeling.annotator_scores import annotator_scores, completion_buckets, latest_per_pair
 from labeling.answers import ProjectAnswers, project_answers
 from labeling.consensus import dawid_skene
-from labeling.models import Annotation, Gold, Label, LabelChange, LabelMethod, Project
+from labeling.models import Annotation, DerivedState, Gold, Label, LabelChange, LabelMethod, Project
 from labeling.project_settings import ProjectSettings
 from labeling.services.consensus import consensus_state
 
@@ -48,7 +48,7 @@ MAX_PAIRS = 1000
 # A project with at most this many answers is audited in the request (tens of milliseconds); a
 # larger one answers from the stored figures.
 LIVE_LIMIT = 5000
-REPORT_KEY = "_audit_report"
+REPORT_KEY = "audit"
 REPORT_VERSION = 1
 
 
@@ -302,8 +302,8 @@ def _flag(annotators: list[dict[str, Any]], flag_below: float) -> None:
 
 
 def _pack(report: dict[str, Any]) -> str:
-    # Compressed into one string: the project's settings are read on every hand-out, and a JSON
-    # string costs their parser next to nothing where a tree of thousands of numbers would not.
+    # Compressed into one string: a request reads it whole, and a JSON string costs the parser
+    # next to nothing where a tree of thousands of numbers would not.
     return base64.b64encode(zlib.compress(orjson.dumps(report), 6)).decode()
 
 
@@ -341,14 +341,13 @@ def audit_refresh(*, project_id: int, force: bool = False) -> bool:
     Nothing to do (False) when the project is gone, small enough to be audited live (unless
     ``force``), or when the stored figures already cover the newest answer, final-label change
     and gold set (idempotent: a redelivered task is harmless). Computes without locks, then locks
-    the project row to store (serializing with settings changes and consensus re-estimates) under
-    the project's settings' REPORT_KEY, which no settings group uses and the API does not show.
+    the project row to store (serializing with other writers) in ``DerivedState`` under REPORT_KEY.
     """
     project = Project.objects.filter(pk=project_id).first()
     if project is None or (not force and is_small(project_id=project_id)):
         return False
     marks = _marks(project_id)
-    stored = project.settings.get(REPORT_KEY) or {}
+    stored = DerivedState.read(project_id=project_id, key=REPORT_KEY)
     if stored.get("v") == REPORT_VERSION and stored.get("marks") == marks:
         return False
     report = project_audit(project=project)
@@ -357,12 +356,11 @@ def audit_refresh(*, project_id: int, force: bool = False) -> bool:
         locked = Project.objects.select_for_update().filter(pk=project_id).first()
         if locked is None:
             return False
-        current = locked.settings.get(REPORT_KEY) or {}
+        current = DerivedState.read(project_id=project_id, key=REPORT_KEY)
         if current.get("v") == REPORT_VERSION and _newer_or_same(current["marks"], marks):
             return False  # a run that started later stored first: keep its figures
         entry = {"v": REPORT_VERSION, "marks": marks, "computed_at": computed_at, "report": _pack(report)}
-        locked.settings = {**locked.settings, REPORT_KEY: entry}
-        locked.save(update_fields=["settings"])
+        DerivedState.write(project_id=project_id, key=REPORT_KEY, value=entry)
     return True
 
 
@@ -373,7 +371,7 @@ def audit_report(*, project: Project) -> dict[str, Any]:
     chosen = ProjectSettings.of(project.settings)
     if is_small(project_id=project.pk):
         return {**project_audit(project=project), "source": "live", "computed_at": timezone.now().isoformat()}
-    stored = project.settings.get(REPORT_KEY) or {}
+    stored = DerivedState.read(project_id=project.pk, key=REPORT_KEY)
     if stored.get("v") != REPORT_VERSION:
         return {**_empty_audit(project, chosen), "source": "pending", "computed_at": None}
     report = _unpack(stored["report"])

@@ -3,6 +3,8 @@
 Models hold fields, constraints and indexes; workflows live in ``labeling.services``.
 """
 
+from typing import Any
+
 from django.conf import settings as django_settings
 from django.db import models
 from django.db.models import Q
@@ -238,6 +240,32 @@ class ProjectCounter(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "name", "shard"], name="project_counter_unique")]
+
+
+class DerivedState(models.Model):
+    """Figures a worker computes for a project and requests read (the Dawid-Skene estimate, the
+    stored audit report), one row per (project, key). Kept apart from ``Project.settings`` so
+    that what people set is never mixed with what the system derives, and so that the readers of
+    the settings (every hand-out) never parse these blobs. Writers lock the project row first."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="derived")
+    key = models.CharField(max_length=32)
+    value = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "key"], name="derived_state_unique")]
+
+    @classmethod
+    def read(cls, *, project_id: int, key: str) -> dict[str, Any]:
+        """The stored value, or {} (one index probe)."""
+        found = cls.objects.filter(project_id=project_id, key=key).values_list("value", flat=True).first()
+        return found if isinstance(found, dict) else {}
+
+    @classmethod
+    def write(cls, *, project_id: int, key: str, value: dict[str, Any]) -> None:
+        """Store ``value``; the caller holds the project row's lock, so writers never race."""
+        cls.objects.update_or_create(project_id=project_id, key=key, defaults={"value": value})
 
 
 class LabelMethod(models.TextChoices):

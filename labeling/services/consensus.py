@@ -18,8 +18,8 @@ that change (a LabelChange with method ``dawid_skene`` each) and stores the new 
 answer path. Requests are debounced per process (at most one per REESTIMATE_DELAY seconds) and
 the task is idempotent on the project's newest answer and gold set.
 
-The estimate is kept in the project's ``settings`` under STATE_KEY, which no settings group uses
-and the API does not show (no table holds per-annotator estimates; a dedicated one would be cleaner).
+The estimate is kept in ``DerivedState`` under STATE_KEY (beside, not inside, the project's
+settings: what people set is never mixed with what the system derives).
 It is small: per annotator a confusion matrix, or only its diagonal once the matrices would pass
 FULL_MATRIX_LIMIT numbers, as base64 of float32 bytes (one JSON string: cheap for every reader of
 the settings).
@@ -47,14 +47,24 @@ from labeling import events
 from labeling.answers import project_answers
 from labeling.bulk import binary_copy_payload, update_from_values
 from labeling.consensus import dawid_skene, majority_vote, posteriors_given, prior_confusion, top_is_tied
-from labeling.models import Annotation, Gold, Label, LabelChange, LabelMethod, Project, Task, TaskKind
+from labeling.models import (
+    Annotation,
+    DerivedState,
+    Gold,
+    Label,
+    LabelChange,
+    LabelMethod,
+    Project,
+    Task,
+    TaskKind,
+)
 from labeling.project_settings import ProjectSettings
 from labeling.services.labels import LabelDecision, labels_set
 from labeling.services.review import review_request
 
 logger = logging.getLogger(__name__)
 
-STATE_KEY = "_consensus_state"
+STATE_KEY = "consensus"
 STATE_VERSION = 2  # 2: matrices and user ids as base64 of their bytes
 FULL_MATRIX_LIMIT = 8192  # numbers; beyond it only each matrix's diagonal is stored
 REESTIMATE_DELAY = 30  # seconds between re-estimates a process asks for
@@ -104,7 +114,8 @@ def task_finalize(*, task: Task) -> None:
         return
     chosen = ProjectSettings.of(stored).consensus
     if chosen["method"] == "dawid_skene":
-        decision = posterior_decision(stored.get(STATE_KEY), list(project_labels), answers)
+        state = DerivedState.read(project_id=task.project_id, key=STATE_KEY)
+        decision = posterior_decision(state or None, list(project_labels), answers)
         method = LabelMethod.DAWID_SKENE
         consensus_reestimate_soon(project_id=task.project_id)
     else:
@@ -213,9 +224,9 @@ def _state_of(
     iterations: int,
     converged: bool,
 ) -> dict[str, Any]:
-    """The estimate as stored in the project's settings. The matrices and user ids go as base64 of
-    their bytes: the settings are read on every hand-out, and one string costs the JSON parser next
-    to nothing where thousands of numbers would not; the answer path decodes only its users' rows."""
+    """The estimate as stored. The matrices and user ids go as base64 of their bytes: the answer
+    path reads it on every final label under Dawid-Skene, and one string costs the JSON parser
+    next to nothing where thousands of numbers would not; it decodes only its users' rows."""
     full = confusion.size <= FULL_MATRIX_LIMIT
     n_labels = len(project_labels)
     # Kept away from 0, so that a stored matrix never rules a class out.
@@ -306,7 +317,7 @@ def consensus_reestimate(*, project_id: int) -> ReestimateResult | None:
     gold = list(Gold.objects.filter(project_id=project_id).values_list("sample_id", "label"))
     digest = _gold_digest(gold)
     watermark = Annotation.objects.filter(project_id=project_id).aggregate(top=Max("id"))["top"] or 0
-    state = project.settings.get(STATE_KEY) or {}
+    state = DerivedState.read(project_id=project_id, key=STATE_KEY)
     if watermark == 0 or (state.get("watermark") == watermark and state.get("gold") == digest):
         return ReestimateResult(0, 0, 0, skipped=True)
 
@@ -345,14 +356,13 @@ def consensus_reestimate(*, project_id: int) -> ReestimateResult | None:
         locked = Project.objects.select_for_update().filter(pk=project_id).first()
         if locked is None:
             return None
-        stored = locked.settings.get(STATE_KEY) or {}
+        stored = DerivedState.read(project_id=project_id, key=STATE_KEY)
         if (stored.get("watermark") or 0) >= watermark and stored.get("gold") == digest:
             return ReestimateResult(0, 0, 0, skipped=True)
         revise = _revise_postgresql if connection.vendor == "postgresql" else _revise_portable
         updated, changed, to_review = revise(project_id, labels, decisions)
         sent = review_request(project_id=project_id, sample_ids=to_review) if to_review else 0
-        locked.settings = {**locked.settings, STATE_KEY: new_state}
-        locked.save(update_fields=["settings"])
+        DerivedState.write(project_id=project_id, key=STATE_KEY, value=new_state)
         if changed:
             events.emit_labels_finalized(project_id)
     return ReestimateResult(changed=changed, updated=updated, sent_to_review=sent, skipped=False)
@@ -491,7 +501,7 @@ def _revise_portable(project_id: int, labels: list[str], d: _Decisions) -> tuple
 
 def consensus_state(*, project: Project) -> dict[str, Any] | None:
     """The stored Dawid-Skene estimate's summary (when, over how many answers), or None."""
-    state = project.settings.get(STATE_KEY)
+    state = DerivedState.read(project_id=project.pk, key=STATE_KEY)
     if not state:
         return None
     return {k: state.get(k) for k in ("estimated_at", "watermark", "iterations", "converged")}

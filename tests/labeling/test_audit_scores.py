@@ -17,7 +17,7 @@ from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss
 from labeling import audit
 from labeling.annotator_scores import completion_buckets, group_medians, latest_per_pair
 from labeling.audit import project_audit
-from labeling.models import Annotation, LabelMethod, Project, Sample, Task
+from labeling.models import Annotation, DerivedState, LabelMethod, Project, Sample, Task
 from labeling.services.gold import gold_set
 from labeling.services.labels import LabelDecision, labels_set
 from labeling.services.projects import project_create
@@ -228,13 +228,11 @@ def test_a_large_project_answers_from_the_figures_the_worker_stored(
     assert audit.audit_report(project=project)["n_annotations"] == 25
     assert audit.audit_refresh(project_id=project.pk + 1000) is False
     # A run that read less than what another run stored meanwhile leaves the newer figures alone.
-    entry = project.settings[audit.REPORT_KEY]
+    entry = DerivedState.read(project_id=project.pk, key=audit.REPORT_KEY)
     ahead = {**entry, "marks": {**entry["marks"], "answer": entry["marks"]["answer"] + 1}}
-    project.settings = {**project.settings, audit.REPORT_KEY: ahead}
-    project.save(update_fields=["settings"])
+    DerivedState.write(project_id=project.pk, key=audit.REPORT_KEY, value=ahead)
     assert audit.audit_refresh(project_id=project.pk) is False
-    project.refresh_from_db()
-    assert project.settings[audit.REPORT_KEY] == ahead
+    assert DerivedState.read(project_id=project.pk, key=audit.REPORT_KEY) == ahead
 
 
 def test_labels_changing_on_a_large_project_enqueue_one_refresh(
