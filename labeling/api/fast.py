@@ -57,7 +57,17 @@ def _with_auth(statement: str) -> str:
     return _AUTH + body
 
 
-FAST_NEXT = _with_auth(queue_pg.NEXT)
+# A hand-out commits without waiting for its WAL to reach the disk (synchronous_commit off for
+# its own transaction only: the fast path runs it alone, in autocommit). What a crash could lose
+# is a lease of the last fraction of a second: its task is pending again and its holder's answer
+# is refused (no live lease), never stored twice. Every answer still commits durably, and
+# flushing its commit flushes every hand-out before it, its own lease included.
+FAST_NEXT = _with_auth(queue_pg.NEXT).replace(
+    "SELECT t.user_id, u.is_staff FROM",
+    "SELECT t.user_id, u.is_staff, set_config('synchronous_commit', 'off', true) FROM",
+    1,
+)
+assert "set_config" in FAST_NEXT
 FAST_ANSWER = _with_auth(queue_pg.ANSWER)
 
 StartResponse = Callable[..., Any]

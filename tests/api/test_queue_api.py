@@ -103,3 +103,29 @@ def test_reviews_are_listed_and_decided_by_reviewers(
     change = LabelChange.objects.filter(sample=sample).order_by("id").last()
     assert change is not None and (change.actor_id, change.reason) == (reviewer.pk, "tail")
     assert not Task.objects.filter(sample=sample, kind=TaskKind.REVIEW, status=0).exists()
+
+
+@pytest.mark.postgres
+def test_a_fast_hand_out_commits_asynchronously_and_an_answer_durably(project: Project, annotator: User) -> None:
+    """The fast path's hand-out turns synchronous_commit off for its own transaction (a lease lost
+    in a crash only returns its task to the queue); answers keep it on."""
+    from datetime import UTC, datetime
+    from hashlib import sha256
+
+    from django.db import connection
+
+    from labeling.api import fast
+    from labeling.services.people import token_issue
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the fast path is PostgreSQL's")
+    _fill(project, 1)
+    key, _ = token_issue(user=annotator)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+        handed = fast._next(project.pk, sha256(key.encode()).hexdigest(), datetime.now(UTC))
+        assert handed is not None
+        cursor.execute("SHOW synchronous_commit")  # the test's transaction is the hand-out's here
+        assert cursor.fetchone()[0] == "off"
+    assert "synchronous_commit" not in fast.FAST_ANSWER
