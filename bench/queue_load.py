@@ -57,7 +57,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 GOAL_P99_MS = 50.0
 GOAL_ANSWERS = 500.0
 GOAL_SCALE = 1.5
-SHARDS = 8  # labeling.models.ProjectCounter.SHARDS
+SHARDS = 32  # labeling.models.ProjectCounter.SHARDS
 
 SETUP = """
 import json

@@ -228,10 +228,11 @@ class Gold(models.Model):
 
 class ProjectCounter(models.Model):
     """A sharded counter (queued tasks, labels, ...), kept in the transaction that changes what
-    it counts. Writers add to one of SHARDS rows picked at random, so concurrent answers do not
-    queue on one row lock; readers sum the shards (a handful of rows by index)."""
+    it counts. Writers add to one of SHARDS rows, the one of their connection on PostgreSQL
+    (migration 0007), so concurrent answers do not queue on one row lock; readers sum the shards
+    (a handful of rows by index)."""
 
-    SHARDS = 8
+    SHARDS = 32
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="counters")
     name = models.CharField(max_length=32)

@@ -88,3 +88,26 @@ def test_counters_follow_raw_sql_and_deletes(manager: User) -> None:
     project.delete()  # the cascade may delete the counters first: no error, nothing left behind
     assert project_counters(project_id=project.pk)["samples"] == 0
     assert _assert_exact(other)["queued"] == 4
+
+
+@pytest.mark.postgres
+def test_a_connection_adds_to_its_own_shard(manager: User, make_user: Any) -> None:
+    """On PostgreSQL each connection writes one shard (its process id modulo 32), so concurrent
+    answers on different connections do not wait for each other's counter rows."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite keeps shard 0")
+    from labeling.models import ProjectCounter
+
+    project = project_create(creator=manager, name="P", labels=["a", "b"], schema={"x": "numeric"})
+    samples_add_bulk(project=project, items=[NewSample(external_id="p0", data={"x": 1}, priority=1)], actor=None)
+    user = make_user("ann")
+    member_set(project=project, user=user, role=Role.ANNOTATOR)
+    leased = queue.task_lease_next(project=project, user=user, role="annotator")
+    assert leased is not None
+    queue.annotation_submit(task_id=leased.task.pk, user=user, label="b")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid() %% 32", [])
+        (mine,) = cursor.fetchone()
+    labeled = ProjectCounter.objects.filter(project=project, name="labeled")
+    assert list(labeled.values_list("shard", "value")) == [(mine, 1)]
+    assert _assert_exact(project)["queued_label"] == 0
