@@ -291,7 +291,6 @@ def run(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
     """One row of ``sql`` (inside the caller's transaction, or alone in autocommit): prepared on
     the connection the first time it runs there, then executed by name."""
     import psycopg  # PostgreSQL only: the quick start on SQLite does not need the driver
-    from psycopg.adapt import Transformer
 
     connection.ensure_connection()
     query, names, name = _converted(sql)
@@ -299,8 +298,8 @@ def run(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
     with connection.wrap_database_errors:
         conn = connection.connection
         pgconn = conn.pgconn
+        prepared, loader = _state_of(conn)
         if PREPARE:
-            prepared = _prepared_on(pgconn)
             if name not in prepared:
                 _check(pgconn.prepare(name, query), psycopg)
                 prepared.add(name)
@@ -308,23 +307,23 @@ def run(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
         else:
             result = pgconn.exec_params(query, values)
         _check(result, psycopg)
-        # Rows are read with the connection's loaders (Django's for jsonb and timestamptz), as a
-        # psycopg cursor would.
-        loader = Transformer(conn)
         loader.set_pgresult(result)
         row = loader.load_row(0, tuple)
     assert row is not None
     return tuple(row)
 
 
-def _prepared_on(pgconn: Any) -> set[bytes]:
-    """The statements prepared on this libpq connection (a new one after a reconnect)."""
+def _state_of(conn: Any) -> tuple[set[bytes], Any]:
+    """The statements prepared on this psycopg connection (none after a reconnect), and its row
+    reader: the connection's loaders (Django's for jsonb and timestamptz), as its cursors use,
+    kept from one call to the next as a cursor keeps them."""
+    from psycopg.adapt import Transformer
+
     held = getattr(connection, "_labelloop_prepared", None)
-    if held is None or held[0] is not pgconn:
-        held = (pgconn, set())
+    if held is None or held[0] is not conn:
+        held = (conn, set(), Transformer(conn))
         connection._labelloop_prepared = held  # type: ignore[attr-defined]
-    prepared: set[bytes] = held[1]
-    return prepared
+    return held[1], held[2]
 
 
 def _check(result: Any, psycopg: Any) -> None:
