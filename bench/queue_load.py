@@ -36,6 +36,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import random
 import shutil
 import signal
 import socket
@@ -187,8 +188,13 @@ def exchange(sock: socket.socket, request: bytes, buffer: bytearray) -> tuple[in
     return status, body
 
 
-def annotator(port: int, token: str, project: int, until: float, warm_until: float, out: list[Any]) -> None:
-    """next -> answer until ``until``; records latencies after ``warm_until``."""
+def annotator(
+    port: int, token: str, project: int, until: float, warm_until: float, period: float, out: list[Any]
+) -> None:
+    """next -> answer until ``until``; records latencies after ``warm_until``. With a ``period``
+    (seconds), one cycle starts every period at most (an annotator reading the sample before
+    answering), from a random phase; a late cycle starts at once, and the schedule restarts
+    from it rather than bursting to catch up."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     headers = f"Host: 127.0.0.1:{port}\r\nAuthorization: Token {token}\r\nContent-Type: application/json\r\n"
@@ -200,7 +206,13 @@ def annotator(port: int, token: str, project: int, until: float, warm_until: flo
     answers: list[float] = []
     accepted: list[int] = []
     errors: collections.Counter[str] = collections.Counter()
+    due = time.monotonic() + random.random() * period
     while time.monotonic() < until:
+        if period:
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            due = max(due, time.monotonic() - period) + period
         measuring = time.monotonic() >= warm_until
         t0 = time.perf_counter()
         status, body = exchange(sock, next_request, buffer)
@@ -225,14 +237,23 @@ def annotator(port: int, token: str, project: int, until: float, warm_until: flo
 
 
 def client_process(
-    port: int, tokens: list[str], project: int, start_at: float, warm: float, seconds: float, queue: "mp.Queue[Any]"
+    port: int,
+    tokens: list[str],
+    project: int,
+    start_at: float,
+    warm: float,
+    seconds: float,
+    period: float,
+    queue: "mp.Queue[Any]",
 ) -> None:
     while time.time() < start_at:
         time.sleep(0.001)
     now = time.monotonic()
     warm_until, until = now + warm, now + warm + seconds
     out: list[Any] = []
-    threads = [threading.Thread(target=annotator, args=(port, t, project, until, warm_until, out)) for t in tokens]
+    threads = [
+        threading.Thread(target=annotator, args=(port, t, project, until, warm_until, period, out)) for t in tokens
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -390,10 +411,14 @@ def run_size(args: argparse.Namespace, size: int) -> dict[str, Any]:
         wait_until_ready(port, tokens[0], info["project"], server, args.workers)
         workers = children(server.pid)
         groups = [tokens[i :: args.procs] for i in range(args.procs)]
+        period = len(tokens) / args.rate if args.rate > 0 else 0.0  # each client's share of the rate
         queue: mp.Queue[Any] = mp.Queue()
         start_at = time.time() + 1.0
         procs = [
-            mp.Process(target=client_process, args=(port, g, info["project"], start_at, args.warm, args.seconds, queue))
+            mp.Process(
+                target=client_process,
+                args=(port, g, info["project"], start_at, args.warm, args.seconds, period, queue),
+            )
             for g in groups
         ]
         for p in procs:
@@ -460,6 +485,7 @@ def run_size(args: argparse.Namespace, size: int) -> dict[str, Any]:
             "next_p99": percentile(nexts, 0.99),
             "answer_p50": percentile(answers, 0.5),
             "answer_p99": percentile(answers, 0.99),
+            "tails": {q: (percentile(nexts, q), percentile(answers, q)) for q in (0.9, 0.95, 0.999, 1.0)},
             "answers_per_s": len(answers) / args.seconds,
             "measured": len(answers),
             "errors": dict(errors),
@@ -494,6 +520,12 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=1, help="answers wanted per task")
     parser.add_argument("--procs", type=int, default=4, help="client processes (threads split among them)")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per size")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="answers/s the clients offer together (paced cycles); 0: each as fast as it can (saturation)",
+    )
     parser.add_argument("--warm", type=float, default=5.0, help="warm-up seconds before measuring")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (2 cores)")
     parser.add_argument("--threads", type=int, default=16, help="threads per gunicorn worker")
@@ -513,7 +545,8 @@ def main() -> None:
     print(
         f"\n{args.annotators} annotators ({args.procs} client processes) x next->answer for {args.seconds:.0f} s;"
         f" gunicorn {args.workers} workers x {args.threads} threads{' (preloaded)' if args.preload else ''};"
-        f" overlap {args.overlap}; {os.cpu_count()} CPUs shared by clients, server and PostgreSQL\n"
+        f" overlap {args.overlap}; {os.cpu_count()} CPUs shared by clients, server and PostgreSQL;"
+        f" {f'offered {args.rate:.0f} answers/s' if args.rate > 0 else 'no pause between cycles (saturation)'}\n"
     )
     print(
         "| pending tasks | next p50 | next p99 | answer p50 | answer p99 | answers/s | duplicate leases "
@@ -529,6 +562,9 @@ def main() -> None:
             f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |"
         )
     print(f"| anchor | | < {GOAL_P99_MS:.0f} ms | | < {GOAL_P99_MS:.0f} ms | >= {GOAL_ANSWERS:.0f} | 0 | 0 | | | |")
+    for r in rows:
+        tails = ", ".join(f"p{100 * q:g} {n:.1f} / {a:.1f}" for q, (n, a) in r["tails"].items())
+        print(f"{r['size']:,}: next / answer {tails} ms")
     for r in rows:
         if r["errors"] or not r["counters_ok"]:
             print(f"{r['size']:,}: errors {r['errors']}; database {r['found']}")
