@@ -150,3 +150,33 @@ def test_gold_mixed_in_under_load_once_per_annotator(make_user: Any) -> None:
     assert len(label_answers) == N_TASKS - len(golden) and set(label_answers.values()) == {1}
     assert Task.objects.filter(pk__in=gold_tasks, status=TaskStatus.PENDING).count() == len(gold_tasks)
     _assert_counters_exact(project)
+
+
+def test_a_queue_whose_rows_are_held_is_busy_not_empty(make_user: Any) -> None:
+    """A hand-out that finds only rows another transaction holds (SKIP LOCKED skips them) says the
+    queue is busy and tries again, so the task held for a moment is handed out, not "nothing left"."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SKIP LOCKED concurrency is a PostgreSQL property")
+    manager = make_user("boss")
+    project = project_create(creator=manager, name="B", labels=["a", "b"], schema={"x": "numeric"})
+    samples_add_bulk(project=project, items=[NewSample(external_id="b0", data={"x": 0}, priority=1)], actor=None)
+    user = make_user("w")
+    member_set(project=project, user=user, role=Role.ANNOTATOR)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                list(Task.objects.select_for_update().filter(project=project))
+                held.set()
+                release.wait(5)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(5)
+    threading.Timer(0.03, release.set).start()  # let go while the hand-out waits between its tries
+    leased = queue.task_lease_next(project=project, user=user, role="annotator")
+    holder.join(5)
+    assert leased is not None and leased.sample.external_id == "b0"
