@@ -146,7 +146,8 @@ LEFT JOIN labeling_sample s ON s.id = bumped.sample_id
 # counted on the task (done at ``overlap`` answers; a gold task never is), and, when the answer
 # completes an overlap-1 label task of a plain-majority project on a sample that is not gold, the
 # final label written as
-# labels_set writes it (the label, a LabelChange when the label changes, the sample marked
+# labels_set writes it (the label, a LabelChange when the label changes, by the answering user
+# for the reason consensus.task_finalize gives a one-answer label, the sample marked
 # labeled). Nothing is written when any condition fails; the returned row says which.
 # The task's lease_expiry is kept as it was while other leases remain (or cleared with the last):
 # it may be earlier than the truth, never later, so a hand-out meeting it recounts the leases. It
@@ -204,7 +205,8 @@ ANSWER = (
     RETURNING sample_id
 ), changed AS (
     INSERT INTO labeling_labelchange (project_id, sample_id, old_label, new_label, method, actor_id, reason, created_at)
-    SELECT project_id, sample_id, (SELECT label FROM old), %(label)s::text, 'majority', NULL, '', %(now)s
+    SELECT project_id, sample_id, (SELECT label FROM old), %(label)s::text, 'majority',
+        %(user)s, 'the one answer', %(now)s
     FROM finalize WHERE (SELECT label FROM old) IS DISTINCT FROM %(label)s::text
     RETURNING id
 ), marked AS (

@@ -37,6 +37,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Exists, Max
@@ -65,6 +66,8 @@ from labeling.services.review import review_request
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "consensus"
+# The trail's "why" of a label one answer made (the same on the queue's one-statement path).
+ONE_ANSWER = "the one answer"
 STATE_VERSION = 2  # 2: matrices and user ids as base64 of their bytes
 FULL_MATRIX_LIMIT = 8192  # numbers; beyond it only each matrix's diagonal is stored
 REESTIMATE_DELAY = 30  # seconds between re-estimates a process asks for
@@ -125,10 +128,12 @@ def task_finalize(*, task: Task) -> None:
     if decision.tied or decision.confidence < chosen["review_below"]:
         review_request(project_id=task.project_id, sample_ids=[task.sample_id])
         return
-    # The trail's "why" for a label several answers made (one answer is its own reason, as on the
-    # queue's one-statement path for overlap 1).
+    # The trail's who and why. A label one answer made is that annotator's (its reason is the
+    # answer itself), as on the queue's one-statement path for overlap 1; a label several answers
+    # made is the method's, with how it decided.
+    actor = User(pk=answers[0][1]) if decision.n_annotations == 1 else None  # the id is all the trail needs
     if decision.n_annotations < 2:
-        why = ""
+        why = ONE_ANSWER
     elif method == LabelMethod.DAWID_SKENE:
         why = f"Dawid-Skene posterior {decision.confidence:.2f} over {decision.n_annotations} answers"
     else:
@@ -146,7 +151,7 @@ def task_finalize(*, task: Task) -> None:
                 reason=why,
             )
         ],
-        actor=None,
+        actor=actor,
     )
 
 

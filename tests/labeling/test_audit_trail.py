@@ -25,6 +25,7 @@ def _answered(project: Project, user: User) -> LabelChange:
 def test_a_change_records_who_when_old_new(project: Project, make_user: Any) -> None:
     change = _answered(project, make_user("ann"))
     assert (change.old_label, change.new_label, change.method) == (None, "dog", "majority")
+    assert (change.actor.username if change.actor else None, change.reason) == ("ann", "the one answer")
     assert change.created_at is not None
 
 
@@ -63,7 +64,7 @@ def test_every_change_of_a_final_label_is_in_the_trail_and_on_the_sample_page(
     )
     assert trail == [
         ("known", None, "cat", "import", None, ""),
-        ("t1", None, "dog", "majority", None, ""),
+        ("t1", None, "dog", "majority", "ann", "the one answer"),
         ("t1", "dog", "bird", "review", "manager", "the beak"),
     ]
     browser = Client()
