@@ -30,6 +30,23 @@ def newest(*, project_id: int) -> ModelVersion | None:
     return ModelVersion.objects.filter(project_id=project_id).order_by("-version").first()
 
 
+def ranker(*, project_id: int) -> ModelVersion | None:
+    """The model whose scores should rank the queue: the newest trained model (a challenger the
+    gate refused still knows the newest labels), unless a champion was promoted after it was
+    trained: a rollback or a manual promotion is the manager's choice and holds until a newer
+    model is trained."""
+    latest = newest(project_id=project_id)
+    move = (
+        AliasEvent.objects.filter(project_id=project_id, alias=CHAMPION)
+        .select_related("model_version")
+        .order_by("-id")
+        .first()
+    )
+    if latest is None or move is None or move.created_at < latest.created_at:
+        return latest
+    return move.model_version
+
+
 def load_model(*, model_version: ModelVersion) -> Pipeline:
     """The fitted pipeline of a model version, loaded with skops after its digest check; kept in a
     small in-process cache keyed by (id, digest), so a promotion is served at once."""

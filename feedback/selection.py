@@ -562,8 +562,10 @@ def _rerank(
 def project_rescore(*, project_id: int, model_version_id: int) -> int:
     """Score every unlabeled sample of the project with the model version and re-rank the queue.
 
-    Skips the work when a newer model version exists (its own re-score follows) unless this one
-    is the champion just promoted. Records the model as the project's scorer. One re-rank of a
+    Skips the work unless the model is the project's ranker (``registry.ranker``: the newest
+    model, or a champion promoted after it), so that a re-score delivered late (the newest model's,
+    after a rollback; an old model's, after a newer one was trained) never overwrites the right
+    one. Records the model as the project's scorer. One re-rank of a
     project at a time (an advisory lock on PostgreSQL); each table is written in a short
     transaction of its own. Returns the number of samples scored.
     """
@@ -571,9 +573,8 @@ def project_rescore(*, project_id: int, model_version_id: int) -> int:
     model_version = ModelVersion.objects.filter(pk=model_version_id, project_id=project_id).first()
     if project is None or model_version is None:
         return 0
-    newest = registry.newest(project_id=project_id)
-    champion = registry.champion(project_id=project_id)
-    if newest is not None and newest.pk != model_version.pk and (champion is None or champion.pk != model_version.pk):
+    ranker = registry.ranker(project_id=project_id)
+    if ranker is not None and ranker.pk != model_version.pk:
         return 0
     RetrainState.objects.update_or_create(project_id=project_id, defaults={"scorer": model_version})
     with _project_lock(project_id):

@@ -4,7 +4,7 @@ They are kept by the database, not by this module: triggers installed by migrati
 ``0005_desk_queue`` add to ``labeling_projectcounter`` in the transaction of every statement that
 inserts, deletes or changes the status (or kind) of a counted row, whichever code runs it (the
 services here, feedback's bulk SQL, gold and selection), so a counter cannot drift from its rows.
-Writers add to one of ``ProjectCounter.SHARDS`` rows picked at random (concurrent answers do not
+Writers add to one of ``ProjectCounter.SHARDS`` rows, one per connection (concurrent answers do not
 queue on one row lock); readers sum a project's rows, a handful found by index, whatever the
 project's size. ``counters_rebuild`` recounts from the rows, for repairs (e.g. after a TRUNCATE,
 which fires no row triggers).

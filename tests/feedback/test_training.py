@@ -146,6 +146,13 @@ def test_promote_and_roll_back_keep_history(project: Project, rows: Any, run_on_
         samples_ingest(project=project, items=rows(3, start=700, probabilities=False), actor=None)
     late = SampleScore.objects.filter(sample__external_id__in=["s700", "s701", "s702"])
     assert [s.scored_by_id for s in late] == [first.pk] * 3
+    # A re-score by the newer model delivered after the rollback (its training's own re-score,
+    # late) leaves the queue to the champion the manager chose.
+    pending = SampleScore.objects.filter(project_id=project.pk, sample__status=1)
+    assert pending.exists() and all(s.scored_by_id == first.pk for s in pending)
+    tasks.rescore_project(project.pk, second.pk)
+    assert all(s.scored_by_id == first.pk for s in pending.all())
+    assert registry.ranker(project_id=project.pk) == first
 
 
 # ---------------------------------------------------------------- families, progress, validation sets
