@@ -551,7 +551,9 @@ def _rerank(
         plan = plan_writes(pool, result, chosen["floor"], tail_writes=TAIL_WRITES if head else None)
     written, queued, dropped = _write_tasks(project, pool, plan)
     if model_version is not None:
-        touched = np.union1d(plan.update, plan.create).astype(np.intp)
+        # The head's scores too, where its tasks kept their priorities (the same order from
+        # another model): the first hand-outs must show the uncertainty that ranked them.
+        touched = np.union1d(np.union1d(plan.update, plan.create), result.head).astype(np.intp)
         _write_scores(pool, touched, scored, model_version, project.labels)
     return RerankResult(pool=len(pool), head=len(result.head), written=written, queued=queued, dropped=dropped)
 

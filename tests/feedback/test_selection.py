@@ -112,6 +112,25 @@ def test_rerank_moves_the_old_head_down(project: Project, rows: Any, run_on_comm
     assert all(t.priority <= 1.0 for t in Task.objects.filter(sample_id__in=head, status=TaskStatus.PENDING))
 
 
+def test_a_rescore_rewrites_the_scores_of_the_whole_head_even_where_its_order_holds(
+    project: Project, rows: Any, run_on_commit: Any
+) -> None:
+    """The head keeps its tasks' priorities when a model ranks it the same way (a rollback, the
+    same model again), but its samples' scores must still be the model's: the queue's first
+    hand-outs show whose uncertainty put them there."""
+    _settings(project, batch_size=4, budgets={"uncertainty": 1.0}, diverse=False)
+    samples_ingest(project=project, items=rows(120, start=1000), actor=None)
+    model = _model(project, rows, run_on_commit)
+    head = [t.sample_id for t in _pending(project)[: ranking.HEAD_BATCHES * 4]]
+    expected = dict(SampleScore.objects.filter(sample_id__in=head).values_list("sample_id", "uncertainty"))
+    SampleScore.objects.filter(sample_id__in=head).update(uncertainty=0.123, scored_by=None)
+    selection.project_rescore(project_id=project.pk, model_version_id=model.pk)
+    assert [t.sample_id for t in _pending(project)[: len(head)]] == head  # the order held
+    rewritten = SampleScore.objects.filter(sample_id__in=head)
+    assert all(s.scored_by_id == model.pk for s in rewritten)
+    assert {s.sample_id: s.uncertainty for s in rewritten} == pytest.approx(expected)
+
+
 def test_the_floor_leaves_the_least_useful_out_and_lets_them_back(
     project: Project, rows: Any, run_on_commit: Any, client_for: Any, manager: User
 ) -> None:
