@@ -9,7 +9,6 @@ test-artifacts/ when a test fails.
 import os
 import secrets
 import sys
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tests.e2e.system import (
     Service,
     clean_env,
     free_port,
+    fresh_database,
     is_postgres,
     run_command,
     save_artifacts,
@@ -49,19 +49,8 @@ def e2e_database_url() -> Iterator[str]:
     server_url = os.environ.get("DATABASE_URL", "")
     if not is_postgres(server_url):
         pytest.skip("the e2e system tests need DATABASE_URL to be a PostgreSQL URL (./run-tests sets it)")
-    import psycopg
-    from psycopg import sql
-
-    parts = urllib.parse.urlsplit(server_url)
-    name = f"labelloop_e2e_{secrets.token_hex(4)}"
-    admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database(server_url, "labelloop_e2e_") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

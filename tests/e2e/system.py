@@ -6,6 +6,7 @@ Nothing here touches Django's ORM: the system is driven over HTTP, as its users 
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -151,6 +152,25 @@ class Service:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database on the server of ``server_url`` (named ``prefix`` + random hex),
+    yielded as its URL and dropped afterwards, connections and all."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urllib.parse.urlsplit(server_url)
+    name = f"{prefix}{secrets.token_hex(4)}"
+    admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def run_command(argv: list[str], env: dict[str, str], log: Path, timeout: float = 240.0) -> None:

@@ -13,7 +13,6 @@ import secrets
 import signal
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.e2e.system import (
     Service,
     clean_env,
     free_port,
+    fresh_database,
     is_postgres,
     poll,
     run_command,
@@ -87,19 +87,8 @@ class System:
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
     server_url = os.environ["DATABASE_URL"]
-    import psycopg
-    from psycopg import sql
-
-    parts = urllib.parse.urlsplit(server_url)
-    name = f"labelloop_e2e_wk_{secrets.token_hex(4)}"
-    admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database(server_url, "labelloop_e2e_wk_") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
